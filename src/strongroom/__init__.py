@@ -1,0 +1,1 @@
+"""Strongroom: a self-hosted security gateway for payment data."""
