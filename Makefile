@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make serve` and `make test`.
+# Each creates .venv when missing and reinstalls only when pyproject.toml changes.
+
+PYTHON_BIN ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.stamp-runtime
+DEV_STAMP := $(VENV)/.stamp-dev
+PYTEST_ARGS ?=
+
+.PHONY: serve test lint types unit bench clean
+
+$(PY):
+	$(PYTHON_BIN) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Error: Python 3.11 or newer is required (found $(PYTHON_BIN))" >&2; exit 2; }
+	$(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev,postgres,redis,kafka,vault]'
+	touch $@ $(RUNTIME_STAMP)
+
+serve: $(RUNTIME_STAMP)
+	$(VENV)/bin/strongroom serve
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports
+
+types: $(DEV_STAMP)
+	$(VENV)/bin/mypy
+
+test: lint types
+	$(VENV)/bin/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+unit: $(DEV_STAMP)
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+bench: $(DEV_STAMP)
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \
+		{ echo "Error: wrk is required for benchmarks (apt-get install wrk)" >&2; exit 2; }
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -1,0 +1,1 @@
+"""Adapters: ports implemented on real drivers, chosen by configuration."""

@@ -1,0 +1,388 @@
+"""The embedded event log: topics as ordered rows in SQLite, with consumer groups.
+
+Idempotency and the append happen in the same transaction, so a failure can
+never leave a dedup mark without its record (the loss PayFlux has when its
+dedup mark is set before the stream write fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from strongroom.adapters.sqlite.schema import ensure_schema
+from strongroom.adapters.sqlite.writer import GroupCommitWriter, connect
+from strongroom.domain.topics import dead_letter_topic
+from strongroom.errors import StorageUnavailable
+from strongroom.ports import (
+    AppendResult,
+    Clock,
+    DeadLetter,
+    Delivery,
+    EventLog,
+    NewRecord,
+    StoredRecord,
+    SystemClock,
+)
+
+_SQL_VARIABLES_PER_QUERY = 500
+
+_RECORD_COLUMNS = 'topic, "offset", tenant, record_id, key, appended_at, payload'
+
+
+def _next_offset(connection: sqlite3.Connection, topic: str) -> int:
+    row = connection.execute(
+        'SELECT max("offset") FROM stream_records WHERE topic = ?', (topic,)
+    ).fetchone()
+    return 0 if row[0] is None else int(row[0]) + 1
+
+
+def _to_record(row: tuple[str, int, str, str, str, float, bytes]) -> StoredRecord:
+    return StoredRecord(*row)
+
+
+class SqliteEventLog(EventLog):
+    """``EventLog`` on a SQLite file in WAL mode, with group commit."""
+
+    def __init__(self, path: Path, *, max_queued_events: int, clock: Clock | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            setup = connect(path)
+            try:
+                ensure_schema(setup)
+            finally:
+                setup.close()
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"cannot open the event log at {path}") from exc
+        self._path = path
+        self._clock = clock or SystemClock()
+        self._writer = GroupCommitWriter(path, max_queued_weight=max_queued_events)
+        self._readers = threading.local()
+
+    @property
+    def queued_events(self) -> int:
+        return self._writer.queued_weight
+
+    # -- writes ---------------------------------------------------------------
+
+    async def append(self, topic: str, records: Sequence[NewRecord]) -> AppendResult:
+        now = self._clock.now()
+
+        def operation(connection: sqlite3.Connection) -> AppendResult:
+            return self._append_in(connection, topic, records, now)
+
+        return await self._writer.submit(operation, weight=max(1, len(records)))
+
+    @staticmethod
+    def _append_in(
+        connection: sqlite3.Connection, topic: str, records: Sequence[NewRecord], now: float
+    ) -> AppendResult:
+        existing: set[tuple[str, str]] = set()
+        by_tenant: dict[str, list[str]] = {}
+        for record in records:
+            by_tenant.setdefault(record.tenant, []).append(record.record_id)
+        for tenant, ids in by_tenant.items():
+            for start in range(0, len(ids), _SQL_VARIABLES_PER_QUERY):
+                chunk = ids[start : start + _SQL_VARIABLES_PER_QUERY]
+                marks = ",".join("?" * len(chunk))
+                rows = connection.execute(
+                    "SELECT record_id FROM stream_records WHERE tenant = ? AND topic = ? "
+                    f"AND record_id IN ({marks})",
+                    (tenant, topic, *chunk),
+                )
+                existing.update((tenant, row[0]) for row in rows)
+        offset = _next_offset(connection, topic)
+        accepted: list[str] = []
+        duplicates: list[str] = []
+        rows_to_insert = []
+        for record in records:
+            identity = (record.tenant, record.record_id)
+            if identity in existing:
+                duplicates.append(record.record_id)
+                continue
+            existing.add(identity)
+            accepted.append(record.record_id)
+            rows_to_insert.append(
+                (topic, offset, record.tenant, record.record_id, record.key, now, record.payload)
+            )
+            offset += 1
+        connection.executemany(
+            f"INSERT INTO stream_records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows_to_insert,
+        )
+        return AppendResult(tuple(accepted), tuple(duplicates))
+
+    async def group_read(
+        self,
+        topic: str,
+        group: str,
+        *,
+        tenant: str,
+        consumer: str,
+        limit: int,
+        visibility_timeout: float,
+        max_deliveries: int,
+    ) -> list[Delivery]:
+        now = self._clock.now()
+
+        def operation(connection: sqlite3.Connection) -> list[Delivery]:
+            return self._group_read_in(
+                connection, topic, group, tenant, consumer, limit,
+                now, visibility_timeout, max_deliveries,
+            )  # fmt: skip
+
+        return await self._writer.submit(operation)
+
+    def _group_read_in(
+        self,
+        connection: sqlite3.Connection,
+        topic: str,
+        group: str,
+        tenant: str,
+        consumer: str,
+        limit: int,
+        now: float,
+        visibility_timeout: float,
+        max_deliveries: int,
+    ) -> list[Delivery]:
+        connection.execute(
+            "INSERT OR IGNORE INTO consumer_groups VALUES (?, ?, ?, 0, ?)",
+            (tenant, topic, group, now),
+        )
+        group_key = (tenant, topic, group)
+        deliveries: list[Delivery] = []
+        expired = connection.execute(
+            'SELECT "offset", deliveries FROM consumer_pending WHERE tenant = ? AND topic = ? '
+            'AND group_name = ? AND visible_at <= ? ORDER BY "offset" LIMIT ?',
+            (*group_key, now, limit),
+        ).fetchall()
+        for offset, count in expired:
+            record = self._record_at(connection, topic, tenant, offset)
+            if record is None or count >= max_deliveries:
+                connection.execute(
+                    "DELETE FROM consumer_pending WHERE tenant = ? AND topic = ? "
+                    'AND group_name = ? AND "offset" = ?',
+                    (*group_key, offset),
+                )
+                if record is not None:
+                    self._dead_letter(connection, record, group, count, now)
+                continue
+            connection.execute(
+                "UPDATE consumer_pending SET deliveries = ?, visible_at = ?, consumer = ? "
+                'WHERE tenant = ? AND topic = ? AND group_name = ? AND "offset" = ?',
+                (count + 1, now + visibility_timeout, consumer, *group_key, offset),
+            )
+            deliveries.append(Delivery(record, count + 1))
+        room = limit - len(deliveries)
+        if room > 0:
+            (cursor,) = connection.execute(
+                "SELECT next_offset FROM consumer_groups WHERE tenant = ? AND topic = ? "
+                "AND group_name = ?",
+                group_key,
+            ).fetchone()
+            fresh = connection.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM stream_records WHERE topic = ? AND tenant = ? "
+                'AND "offset" >= ? ORDER BY "offset" LIMIT ?',
+                (topic, tenant, cursor, room),
+            ).fetchall()
+            if fresh:
+                connection.executemany(
+                    "INSERT INTO consumer_pending VALUES (?, ?, ?, ?, ?, 1, ?)",
+                    [(*group_key, row[1], consumer, now + visibility_timeout) for row in fresh],
+                )
+                connection.execute(
+                    "UPDATE consumer_groups SET next_offset = ? WHERE tenant = ? AND topic = ? "
+                    "AND group_name = ?",
+                    (fresh[-1][1] + 1, *group_key),
+                )
+                deliveries.extend(Delivery(_to_record(row), 1) for row in fresh)
+        deliveries.sort(key=lambda delivery: delivery.record.offset)
+        return deliveries
+
+    @staticmethod
+    def _record_at(
+        connection: sqlite3.Connection, topic: str, tenant: str, offset: int
+    ) -> StoredRecord | None:
+        row = connection.execute(
+            f'SELECT {_RECORD_COLUMNS} FROM stream_records WHERE topic = ? AND "offset" = ? '
+            "AND tenant = ?",
+            (topic, offset, tenant),
+        ).fetchone()
+        return None if row is None else _to_record(row)
+
+    def _dead_letter(
+        self,
+        connection: sqlite3.Connection,
+        record: StoredRecord,
+        group: str,
+        deliveries: int,
+        now: float,
+    ) -> None:
+        envelope = {
+            "topic": record.topic,
+            "offset": record.offset,
+            "group": group,
+            "deliveries": deliveries,
+            "dead_at": now,
+            "record_id": record.record_id,
+        }
+        self._append_in(
+            connection,
+            dead_letter_topic(record.topic),
+            [
+                NewRecord(
+                    tenant=record.tenant,
+                    record_id=f"{group}:{record.offset}:{deliveries}:{now}",
+                    key=record.key,
+                    payload=json.dumps(envelope, separators=(",", ":")).encode(),
+                )
+            ],
+            now,
+        )
+
+    async def group_ack(
+        self, topic: str, group: str, *, tenant: str, offsets: Sequence[int]
+    ) -> int:
+        def operation(connection: sqlite3.Connection) -> int:
+            settled = 0
+            for start in range(0, len(offsets), _SQL_VARIABLES_PER_QUERY):
+                chunk = list(offsets[start : start + _SQL_VARIABLES_PER_QUERY])
+                marks = ",".join("?" * len(chunk))
+                cursor = connection.execute(
+                    "DELETE FROM consumer_pending WHERE tenant = ? AND topic = ? "
+                    f'AND group_name = ? AND "offset" IN ({marks})',
+                    (tenant, topic, group, *chunk),
+                )
+                settled += cursor.rowcount
+            return settled
+
+        return await self._writer.submit(operation)
+
+    async def replay_dead_letters(
+        self,
+        topic: str,
+        *,
+        tenant: str,
+        group: str,
+        dead_letter_offsets: Sequence[int] | None,
+    ) -> int:
+        now = self._clock.now()
+        wanted = None if dead_letter_offsets is None else set(dead_letter_offsets)
+
+        def operation(connection: sqlite3.Connection) -> int:
+            replayed = 0
+            for letter in self._dead_letters_in(connection, topic, tenant, group, None):
+                if letter.replayed or (
+                    wanted is not None and letter.dead_letter_offset not in wanted
+                ):
+                    continue
+                connection.execute(
+                    "INSERT OR REPLACE INTO consumer_pending VALUES (?, ?, ?, ?, '', 0, ?)",
+                    (tenant, topic, group, letter.offset, now),
+                )
+                connection.execute(
+                    "INSERT INTO dead_letter_replays VALUES (?, ?, ?)",
+                    (dead_letter_topic(topic), letter.dead_letter_offset, now),
+                )
+                replayed += 1
+            return replayed
+
+        return await self._writer.submit(operation)
+
+    # -- reads ----------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._readers, "connection", None)
+        if connection is None:
+            connection = connect(self._path)
+            self._readers.connection = connection
+        return connection
+
+    async def _read(self, query: str, parameters: tuple[object, ...]) -> list[tuple[object, ...]]:
+        def run() -> list[tuple[object, ...]]:
+            return self._reader().execute(query, parameters).fetchall()
+
+        try:
+            return await asyncio.to_thread(run)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable("The event log cannot be read.") from exc
+
+    async def read(
+        self, topic: str, *, tenant: str, after: int | None, limit: int
+    ) -> list[StoredRecord]:
+        rows = await self._read(
+            f"SELECT {_RECORD_COLUMNS} FROM stream_records WHERE topic = ? AND tenant = ? "
+            'AND "offset" > ? ORDER BY "offset" LIMIT ?',
+            (topic, tenant, -1 if after is None else after, limit),
+        )
+        return [_to_record(row) for row in rows]  # type: ignore[arg-type]
+
+    def _dead_letters_in(
+        self,
+        connection: sqlite3.Connection,
+        topic: str,
+        tenant: str,
+        group: str | None,
+        limit: int | None,
+    ) -> list[DeadLetter]:
+        rows = connection.execute(
+            'SELECT r."offset", r.payload, p.replayed_at FROM stream_records r '
+            "LEFT JOIN dead_letter_replays p ON p.topic = r.topic "
+            'AND p.dead_letter_offset = r."offset" '
+            'WHERE r.topic = ? AND r.tenant = ? ORDER BY r."offset"',
+            (dead_letter_topic(topic), tenant),
+        )
+        letters: list[DeadLetter] = []
+        for offset, payload, replayed_at in rows:
+            envelope = json.loads(payload)
+            if group is not None and envelope["group"] != group:
+                continue
+            letters.append(
+                DeadLetter(
+                    dead_letter_offset=offset,
+                    topic=envelope["topic"],
+                    group=envelope["group"],
+                    offset=envelope["offset"],
+                    deliveries=envelope["deliveries"],
+                    dead_at=envelope["dead_at"],
+                    replayed=replayed_at is not None,
+                )
+            )
+            if limit is not None and len(letters) >= limit:
+                break
+        return letters
+
+    async def dead_letters(
+        self, topic: str, *, tenant: str, group: str | None, limit: int
+    ) -> list[DeadLetter]:
+        try:
+            return await asyncio.to_thread(
+                self._dead_letters_in, self._reader(), topic, tenant, group, limit
+            )
+        except sqlite3.Error as exc:
+            raise StorageUnavailable("The event log cannot be read.") from exc
+
+    async def length(self, topic: str) -> int:
+        rows = await self._read(
+            'SELECT max("offset") FROM stream_records WHERE topic = ?', (topic,)
+        )
+        # Offsets are dense from 0 and records are never deleted, so the next
+        # offset is the length, found through the primary key instead of a scan.
+        highest = rows[0][0]
+        return 0 if highest is None else int(highest) + 1  # type: ignore[call-overload]
+
+    async def check_writable(self) -> None:
+        def probe(connection: sqlite3.Connection) -> None:
+            connection.execute("SELECT 1 FROM stream_records LIMIT 1").fetchall()
+
+        await self._writer.submit(probe)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._writer.close)
+        connection = getattr(self._readers, "connection", None)
+        if connection is not None:
+            connection.close()

@@ -1,0 +1,171 @@
+"""Group commit: one writer thread, one transaction for many concurrent requests.
+
+SQLite allows one writer at a time and a durable commit costs an fsync, so a
+commit per request caps throughput at the disk's fsync rate. Instead every
+write is queued as an operation; the writer thread takes everything queued,
+runs each operation in its own savepoint inside one transaction, commits once,
+and only then resolves the callers' futures. A caller is answered only after
+the commit that contains its write, so an acknowledgement is always durable.
+
+Rules:
+1. A future resolves only after COMMIT returned (or with the error that
+   prevented it); nothing is acknowledged from an uncommitted transaction.
+2. An operation that raises is rolled back to its savepoint alone; the others
+   in the same transaction still commit.
+3. The queue is bounded by weight (events); past the bound, ``submit`` raises
+   ``Backpressure`` at once instead of growing memory.
+4. ``close`` drains what is queued, commits it, then stops the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from strongroom.errors import Backpressure, StorageUnavailable
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+
+MAX_OPERATIONS_PER_COMMIT = 512
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _Job:
+    operation: Operation
+    weight: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    outcome: tuple[bool, Any] = field(default=(False, None))
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open a connection with the settings every Strongroom SQLite connection uses."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    connection.execute("PRAGMA journal_mode=WAL")
+    # FULL makes each WAL commit durable against power loss, not only process crashes.
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA busy_timeout=10000")
+    return connection
+
+
+class GroupCommitWriter:
+    """Runs write operations on one connection in one thread, committing in groups."""
+
+    def __init__(self, path: Path, *, max_queued_weight: int) -> None:
+        self._connection = connect(path)
+        self._max_queued_weight = max_queued_weight
+        self._queued_weight = 0
+        self._weight_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="strongroom-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued_weight(self) -> int:
+        return self._queued_weight
+
+    def submit(
+        self, operation: Callable[[sqlite3.Connection], T], weight: int = 1
+    ) -> asyncio.Future[T]:
+        """Queue an operation; the returned future resolves after its commit.
+
+        Raises:
+            Backpressure: the queue is past its bound.
+            StorageUnavailable: the writer is closed.
+        """
+        if self._closed:
+            raise StorageUnavailable("The event log is shutting down.")
+        with self._weight_lock:
+            if self._queued_weight + weight > self._max_queued_weight and self._queued_weight:
+                raise Backpressure("The log writer is at capacity; retry shortly.")
+            self._queued_weight += weight
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(operation, weight, loop, future))
+        return future
+
+    def close(self) -> None:
+        """Commit everything queued, then stop the thread and close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._connection.close()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            jobs: list[_Job] = [first]  # type: ignore[list-item]
+            stop_after = False
+            while len(jobs) < MAX_OPERATIONS_PER_COMMIT:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop_after = True
+                    break
+                jobs.append(item)  # type: ignore[arg-type]
+            self._commit(jobs)
+            if stop_after:
+                return
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        connection = self._connection
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                connection.execute("SAVEPOINT op")
+                try:
+                    job.outcome = (True, job.operation(connection))
+                except Exception as exc:
+                    connection.execute("ROLLBACK TO op")
+                    job.outcome = (False, exc)
+                connection.execute("RELEASE op")
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            failure = StorageUnavailable("The event log could not commit the write.")
+            failure.__cause__ = exc
+            for job in jobs:
+                job.outcome = (False, failure)
+        with self._weight_lock:
+            self._queued_weight -= sum(job.weight for job in jobs)
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        for job in jobs:
+            by_loop.setdefault(job.loop, []).append(job)
+        for loop, loop_jobs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, loop_jobs)
+            except RuntimeError:
+                # The caller's loop closed while we committed; nobody awaits it.
+                continue
+
+
+def _resolve(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.future.done():
+            continue
+        ok, value = job.outcome
+        if ok:
+            job.future.set_result(value)
+        elif isinstance(value, sqlite3.Error):
+            failure = StorageUnavailable("The event log could not commit the write.")
+            failure.__cause__ = value
+            job.future.set_exception(failure)
+        else:
+            job.future.set_exception(value)

@@ -1,0 +1,214 @@
+"""Pure-ASGI middleware: request context, body limits, authentication and rate limits.
+
+Outermost to innermost:
+
+1. ``RequestContext``: request id, security headers on every response (errors
+   included), the access log line, request metrics, and a problem+json 500
+   if anything below raises.
+2. ``BodyLimit``: 413 before reading when Content-Length is over the limit,
+   and while reading when a chunked body grows past it.
+3. ``Authentication``: on ``/v1/`` paths, the bearer key, the per-IP limit
+   for failed attempts, the per-key limit and the X-RateLimit headers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from strongroom.api.problems import problem, problem_for
+from strongroom.domain.cards import contains_pan
+from strongroom.errors import AuthenticationFailed, PayloadTooLarge, RateLimited
+
+if TYPE_CHECKING:
+    from strongroom.api.state import GatewayState
+
+SECURITY_HEADERS: Final = [
+    (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cache-control", b"no-store"),
+]
+_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def client_ip(scope: Scope) -> str:
+    # The socket peer only: no client-supplied header (X-Forwarded-For) may
+    # change which rate-limit bucket a request lands in.
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _request_id(scope: Scope) -> str:
+    offered = _header(scope, b"x-request-id")
+    if offered and _REQUEST_ID.match(offered) and not contains_pan(offered):
+        return offered
+    return uuid.uuid4().hex
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started_at = time.perf_counter()
+        request_id = _request_id(scope)
+        request_state = scope.setdefault("state", {})
+        request_state["request_id"] = request_id
+        response: dict[str, Any] = {"status": 500, "started": False}
+        extra_headers = [*SECURITY_HEADERS, (b"x-request-id", request_id.encode())]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response["status"] = message["status"]
+                response["started"] = True
+                message["headers"] = [*message.get("headers", ()), *extra_headers]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            self.state.logger.exception("request_failed", request_id=request_id)
+            if not response["started"]:
+                failure = problem(500, "internal_error", "The request failed.", request_id)
+                await failure(scope, receive, send_with_headers)
+        finally:
+            self._record(scope, request_state, response["status"], started_at, request_id)
+
+    def _record(
+        self, scope: Scope, request_state: dict[str, Any], status: int, started_at: float,
+        request_id: str,
+    ) -> None:  # fmt: skip
+        duration = time.perf_counter() - started_at
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope["method"]
+        metrics = self.state.metrics
+        metrics.request_duration.labels(template, method).observe(duration)
+        metrics.requests.labels(template, method, str(status)).inc()
+        if self.state.settings.access_log:
+            principal = request_state.get("principal")
+            self.state.logger.info(
+                "request",
+                method=method,
+                route=template,
+                status=status,
+                duration_ms=round(duration * 1000, 3),
+                request_id=request_id,
+                key_id=principal.key_id if principal else None,
+            )
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
+        self.app = app
+        self.limit = state.settings.max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            request_id = scope["state"]["request_id"]
+            too_big = PayloadTooLarge(f"The request body is over {self.limit} bytes.")
+            await problem_for(too_big, request_id)(scope, receive, send)
+            return
+        seen = 0
+        limit = self.limit
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(f"The request body is over {limit} bytes.")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+class Authentication:
+    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        settings = state.settings
+        request_id = scope["state"]["request_id"]
+        ip_bucket = "ip:" + client_ip(scope)
+        ip_state = await state.limiter.peek(
+            ip_bucket, rate=settings.ip_ratelimit_rps, burst=settings.ip_ratelimit_burst
+        )
+        if not ip_state.allowed:
+            # A source over its failed-attempt budget is not even checked, so a
+            # guesser cannot keep testing keys by ignoring the 429s.
+            state.metrics.rate_limited.labels("ip").inc()
+            await problem_for(RateLimited(_retry_after(ip_state.reset_at)), request_id)(
+                scope, receive, send
+            )
+            return
+        try:
+            principal = state.keys.authenticate(_header(scope, b"authorization"))
+        except AuthenticationFailed as failure:
+            state.metrics.auth_denied.labels(failure.reason).inc()
+            state.logger.warning(
+                "auth_denied", reason=failure.reason, ip=client_ip(scope), request_id=request_id
+            )
+            ip_state = await state.limiter.hit(
+                ip_bucket, rate=settings.ip_ratelimit_rps, burst=settings.ip_ratelimit_burst
+            )
+            refusal = failure if ip_state.allowed else RateLimited(_retry_after(ip_state.reset_at))
+            if not ip_state.allowed:
+                state.metrics.rate_limited.labels("ip").inc()
+            await problem_for(refusal, request_id)(scope, receive, send)
+            return
+        scope["state"]["principal"] = principal
+        decision = await state.limiter.hit(
+            "key:" + principal.key_id, rate=settings.ratelimit_rps, burst=settings.ratelimit_burst
+        )
+        limit_headers = [
+            (b"x-ratelimit-limit", str(decision.limit).encode()),
+            (b"x-ratelimit-remaining", str(decision.remaining).encode()),
+            (b"x-ratelimit-reset", str(math.ceil(decision.reset_at)).encode()),
+        ]
+
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *limit_headers]
+            await send(message)
+
+        if not decision.allowed:
+            state.metrics.rate_limited.labels("key").inc()
+            refusal = RateLimited(_retry_after(decision.reset_at))
+            await problem_for(refusal, request_id)(scope, receive, send_with_limits)
+            return
+        await self.app(scope, receive, send_with_limits)
+
+
+def _retry_after(reset_at: float) -> int:
+    return max(1, math.ceil(reset_at - time.time()))

@@ -1,0 +1,92 @@
+"""Event ingest: ``POST /v1/events`` and the PayFlux-compatible route."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from strongroom.api.dependencies import gateway, json_response, principal
+from strongroom.errors import (
+    RequestRejected,
+    ServiceUnavailable,
+    StrongroomError,
+    UnsupportedMediaType,
+)
+
+router = APIRouter(tags=["events"])
+
+_ACCEPTED_TYPES: Final = ("application/json", "application/problem+json")
+_ACK_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "accepted": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+        "duplicates": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+    },
+    "required": ["accepted", "duplicates"],
+}
+
+
+def _openapi(body_ref: str) -> dict[str, object]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": body_ref}}},
+        },
+        "responses": {
+            "202": {
+                "description": "Committed durably; duplicates were stored before.",
+                "content": {"application/json": {"schema": _ACK_SCHEMA}},
+            }
+        },
+    }
+
+
+async def _ingest(request: Request, *, allow_batch: bool) -> Response:
+    state = gateway(request)
+    caller = principal(request, "events:write")
+    content_type = request.headers.get("content-type", "application/json")
+    if content_type.split(";")[0].strip().lower() not in _ACCEPTED_TYPES:
+        state.metrics.events_rejected.labels("unsupported_media_type").inc()
+        raise UnsupportedMediaType("Send events as application/json.")
+    try:
+        body = await request.body()
+        outcome = await state.ingest.ingest(caller.tenant, body, allow_batch=allow_batch)
+    except (RequestRejected, ServiceUnavailable) as refusal:
+        _count_refusal(request, refusal)
+        raise
+    result = outcome.result
+    state.metrics.events_accepted.inc(len(result.accepted))
+    if result.duplicates:
+        state.metrics.events_duplicate.inc(len(result.duplicates))
+    return json_response(
+        {"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202
+    )
+
+
+def _count_refusal(request: Request, refusal: StrongroomError) -> None:
+    state = gateway(request)
+    state.metrics.events_rejected.labels(refusal.code).inc()
+    if refusal.code == "overloaded":
+        state.metrics.backpressure.inc()
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    summary="Ingest one event or a batch of 1 to 100 events",
+    openapi_extra=_openapi("#/components/schemas/IngestBody"),
+)
+async def ingest_events(request: Request) -> Response:
+    return await _ingest(request, allow_batch=True)
+
+
+@router.post(
+    "/v1/events/payment_exhaust",
+    status_code=202,
+    summary="Ingest one PayFlux payment-exhaust event, unchanged",
+    openapi_extra=_openapi("#/components/schemas/PaymentEvent"),
+)
+async def ingest_payment_exhaust(request: Request) -> Response:
+    return await _ingest(request, allow_batch=False)

@@ -1,0 +1,144 @@
+"""``strongroom stream``: read topics and manage dead letters from the data dir."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from strongroom.adapters.sqlite.log import SqliteEventLog
+from strongroom.cli.common import DataDirOption, existing_data_dir, report, settings_or_exit
+from strongroom.config import Settings
+from strongroom.domain.topics import TOKENIZED
+from strongroom.errors import StrongroomError
+from strongroom.ports import StoredRecord
+from strongroom.services.auth import DEFAULT_TENANT
+
+app = typer.Typer(help="Read topics and manage dead letters.", no_args_is_help=True)
+dlq = typer.Typer(help="List and replay dead letters.", no_args_is_help=True)
+app.add_typer(dlq, name="dlq")
+
+T = TypeVar("T")
+TopicOption = Annotated[str, typer.Option("--topic", help="Topic name.")]
+TenantOption = Annotated[str, typer.Option("--tenant", help="Tenant whose records to read.")]
+FOLLOW_POLL_SECONDS = 0.5
+PAGE = 500
+
+
+def _with_log(settings: Settings, work: Callable[[SqliteEventLog], Awaitable[T]]) -> T:
+    async def run() -> T:
+        log = SqliteEventLog(
+            settings.database_path, max_queued_events=settings.writer_queue_max_events
+        )
+        try:
+            return await work(log)
+        finally:
+            await log.aclose()
+
+    try:
+        return asyncio.run(run())
+    except StrongroomError as exc:
+        report(exc)
+
+
+def record_line(record: StoredRecord) -> str:
+    return json.dumps(
+        {
+            "topic": record.topic,
+            "offset": record.offset,
+            "key": record.key,
+            "tenant": record.tenant,
+            "appended_at": record.appended_at,
+            "record": json.loads(record.payload),
+        },
+        separators=(",", ":"),
+    )
+
+
+@app.command("tail")
+def tail(
+    topic: TopicOption = TOKENIZED,
+    start: Annotated[int, typer.Option("--from", min=0, help="First offset to print.")] = 0,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Wait for new records.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    tenant: TenantOption = DEFAULT_TENANT,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print a topic's records in offset order."""
+    settings = existing_data_dir(settings_or_exit(data_dir=data_dir))
+
+    async def work(log: SqliteEventLog) -> None:
+        after = start - 1
+        while True:
+            records = await log.read(topic, tenant=tenant, after=after, limit=PAGE)
+            for record in records:
+                if as_json:
+                    typer.echo(record_line(record))
+                else:
+                    typer.echo(f"{record.offset}\t{record.key}\t{record.payload.decode()}")
+                after = record.offset
+            if len(records) == PAGE:
+                continue
+            if not follow:
+                return
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+    try:
+        _with_log(settings, work)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@dlq.command("list")
+def list_dead_letters(
+    topic: TopicOption = TOKENIZED,
+    group: Annotated[str | None, typer.Option(help="Only this consumer group.")] = None,
+    tenant: TenantOption = DEFAULT_TENANT,
+    data_dir: DataDirOption = None,
+) -> None:
+    """List dead letters as JSON lines."""
+    settings = existing_data_dir(settings_or_exit(data_dir=data_dir))
+    letters = _with_log(
+        settings,
+        lambda log: log.dead_letters(topic, tenant=tenant, group=group, limit=1_000_000),
+    )
+    for letter in letters:
+        typer.echo(
+            json.dumps(
+                {
+                    "dead_letter_offset": letter.dead_letter_offset,
+                    "topic": letter.topic,
+                    "group": letter.group,
+                    "offset": letter.offset,
+                    "deliveries": letter.deliveries,
+                    "dead_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(letter.dead_at)),
+                    "replayed": letter.replayed,
+                }
+            )
+        )
+
+
+@dlq.command("replay")
+def replay_dead_letters(
+    group: Annotated[str, typer.Option(help="Consumer group to redeliver to.")],
+    topic: TopicOption = TOKENIZED,
+    offset: Annotated[
+        list[int] | None,
+        typer.Option("--dead-letter-offset", help="Replay only these dead letters (repeatable)."),
+    ] = None,
+    tenant: TenantOption = DEFAULT_TENANT,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Make dead letters deliverable to their group again."""
+    settings = existing_data_dir(settings_or_exit(data_dir=data_dir))
+    replayed = _with_log(
+        settings,
+        lambda log: log.replay_dead_letters(
+            topic, tenant=tenant, group=group, dead_letter_offsets=offset or None
+        ),
+    )
+    typer.echo(f"replayed {replayed} dead letter(s) to group {group!r}")

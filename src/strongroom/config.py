@@ -1,0 +1,113 @@
+"""Effective configuration, read from ``STRONGROOM_*`` environment variables.
+
+An optional env file named by ``STRONGROOM_ENV_FILE`` is read too (environment
+variables win). The server re-reads both on SIGHUP, which is how API keys are
+rotated without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from strongroom.errors import ConfigurationError
+
+ENV_PREFIX = "STRONGROOM_"
+ENV_FILE_VARIABLE = "STRONGROOM_ENV_FILE"
+MIN_API_KEY_LENGTH = 16
+
+_SECRET_LISTS = frozenset({"api_keys", "revoked_keys"})
+
+KeyList = Annotated[tuple[SecretStr, ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every setting, with its safe default. Field names map to ``STRONGROOM_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    data_dir: Path = Path(".strongroom")
+
+    api_keys: KeyList = ()
+    revoked_keys: KeyList = ()
+
+    ratelimit_rps: float = Field(default=100.0, gt=0)
+    ratelimit_burst: int = Field(default=500, ge=1)
+    ip_ratelimit_rps: float = Field(default=5.0, gt=0)
+    ip_ratelimit_burst: int = Field(default=20, ge=1)
+
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_event_bytes: int = Field(default=64 * 1024, ge=256)
+    writer_queue_max_events: int = Field(default=50_000, ge=100)
+
+    consumer_visibility_timeout_seconds: float = Field(default=30.0, gt=0)
+    consumer_max_deliveries: int = Field(default=5, ge=1, le=1000)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+    shutdown_timeout_seconds: float = Field(default=8.0, gt=0, le=60)
+
+    @field_validator("api_keys", "revoked_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        # Operators write keys comma-separated, as PayFlux did; blanks are ignored.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("api_keys", "revoked_keys")
+    @classmethod
+    def _keys_are_long_enough(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for index, key in enumerate(value):
+            if len(key.get_secret_value()) < MIN_API_KEY_LENGTH:
+                raise ValueError(
+                    f"key #{index + 1} is shorter than {MIN_API_KEY_LENGTH} characters"
+                )
+        return value
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "strongroom.db"
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration with every secret replaced by a count or a mask."""
+        shown: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if name in _SECRET_LISTS:
+                shown[name] = f"<{len(value)} redacted>"
+            elif isinstance(value, SecretStr):
+                shown[name] = "<redacted>"
+            elif isinstance(value, Path):
+                shown[name] = str(value)
+            else:
+                shown[name] = value
+        return shown
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (and env file), applying explicit overrides.
+
+    Raises:
+        ConfigurationError: one sentence naming the variable and what is wrong.
+    """
+    env_file = os.environ.get(ENV_FILE_VARIABLE)
+    if env_file and not Path(env_file).is_file():
+        raise ConfigurationError(f"{ENV_FILE_VARIABLE}: no such file: {env_file}")
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(_env_file=env_file or None, **clean)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else "configuration"
+        raise ConfigurationError(f"{ENV_PREFIX}{field.upper()}: {first['msg']}") from None

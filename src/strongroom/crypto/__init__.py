@@ -1,0 +1,1 @@
+"""The only package that touches key material: safe recipes over vetted primitives."""

@@ -1,0 +1,113 @@
+"""The payment event: PayFlux's schema, bounded and closed.
+
+Rules this module guarantees:
+
+1. Unknown fields are refused, at every level.
+2. Every string has a length bound; ``metadata`` has at most 20 keys of at most
+   64 characters, with values of at most 256 characters.
+3. ``event_id`` is a UUID and ``event_timestamp`` an RFC 3339 time with an offset.
+4. Types are strict: ``"3"`` is not a number and ``1`` is not a string.
+
+A request body is either one event or ``{"events": [...]}`` with 1 to 100 events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Final
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    TypeAdapter,
+    field_validator,
+)
+
+MAX_BATCH: Final = 100
+MAX_METADATA_KEYS: Final = 20
+MAX_METADATA_KEY_LENGTH: Final = 64
+MAX_METADATA_VALUE_LENGTH: Final = 256
+
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Hash = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class PaymentEvent(_Closed):
+    """One payment event, as PayFlux producers send it, plus optional amount data."""
+
+    event_id: UUID
+    event_type: Label
+    event_timestamp: AwareDatetime
+    processor: Slug
+    merchant_id_hash: Hash | None = None
+    payment_intent_id_hash: Hash | None = None
+    failure_category: Label | None = None
+    retry_count: Annotated[int, Field(ge=0, le=100)] = 0
+    geo_bucket: Label | None = None
+    amount_bucket: Label | None = None
+    system_source: Label | None = None
+    payment_method_bucket: Label | None = None
+    channel: Label | None = None
+    retry_result: Label | None = None
+    failure_origin: Label | None = None
+    amount: Annotated[int, Field(ge=0, le=10**15)] | None = None
+    currency: CurrencyCode | None = None
+    metadata: dict[str, str] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_bounds(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        if len(value) > MAX_METADATA_KEYS:
+            raise ValueError(f"metadata may hold at most {MAX_METADATA_KEYS} keys")
+        for key, item in value.items():
+            if not key or len(key) > MAX_METADATA_KEY_LENGTH:
+                raise ValueError(f"metadata keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters")
+            if len(item) > MAX_METADATA_VALUE_LENGTH:
+                raise ValueError(
+                    f"metadata values must be at most {MAX_METADATA_VALUE_LENGTH} characters"
+                )
+        return value
+
+    @property
+    def partition_key(self) -> str:
+        """Records of one merchant (else one processor) keep their relative order."""
+        return self.merchant_id_hash or self.processor
+
+    @property
+    def timestamp(self) -> datetime:
+        return self.event_timestamp
+
+
+class EventBatch(_Closed):
+    """``{"events": [...]}``: one to a hundred events, accepted or refused together."""
+
+    events: Annotated[list[PaymentEvent], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+def _body_kind(value: Any) -> str:
+    # A single event never has an "events" field (unknown fields are refused), so
+    # its presence decides the shape without trying both and merging their errors.
+    return "batch" if isinstance(value, dict) and "events" in value else "single"
+
+
+IngestBody = Annotated[
+    Annotated[EventBatch, Tag("batch")] | Annotated[PaymentEvent, Tag("single")],
+    Discriminator(_body_kind),
+]
+
+INGEST_BODY: Final[TypeAdapter[EventBatch | PaymentEvent]] = TypeAdapter(IngestBody)
+SINGLE_EVENT: Final[TypeAdapter[PaymentEvent]] = TypeAdapter(PaymentEvent)

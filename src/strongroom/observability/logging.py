@@ -1,0 +1,83 @@
+"""Structured JSON logs with a redaction processor as the last line of defence.
+
+Code never logs bodies or credentials on purpose; the redaction processor masks
+anything that still looks like a card number or a secret, in every string of
+every event, before it is rendered.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from strongroom.domain.cards import mask_pans
+
+_SECRET_SHAPES = re.compile(
+    r"(?i)(bearer\s+)\S+"  # Authorization values
+    r"|\bsr_(?:live|test)_[0-9A-Za-z]{8,}"  # Strongroom managed keys
+    r"|\bwhsec_[0-9A-Za-z+/=_-]{8,}"  # webhook secrets
+)
+_SECRET_KEYS = frozenset(
+    {"authorization", "api_key", "key", "secret", "password", "token", "master_key", "pepper"}
+)
+
+
+def _mask_secrets(text: str) -> str:
+    return _SECRET_SHAPES.sub(lambda match: (match.group(1) or "") + "[SECRET REDACTED]", text)
+
+
+def redact_value(value: Any) -> Any:
+    """Mask PAN- and secret-shaped content in strings, recursively."""
+    if isinstance(value, str):
+        return _mask_secrets(mask_pans(value))
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and value > 10**12:
+        return redact_value(str(value))
+    return value
+
+
+def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: redact every value; drop values under secret-named keys."""
+    for key in list(event_dict):
+        if key.lower() in _SECRET_KEYS:
+            event_dict[key] = "[SECRET REDACTED]"
+        else:
+            event_dict[key] = redact_value(event_dict[key])
+    return event_dict
+
+
+def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    """JSON lines on stderr (or ``stream``), one object per event, redacted."""
+    target = stream or sys.stderr
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(target),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries log through the standard library; route them to the same stream
+    # at warning level so uvicorn's own access log does not duplicate ours.
+    logging.basicConfig(stream=target, level=logging.WARNING, force=True)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def get_logger(name: str = "strongroom") -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,73 @@
+"""Prometheus metrics. Labels carry routes, reasons and topics, never keys or identifiers."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+
+class Metrics:
+    """Every metric the gateway exports, registered in one registry per app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.events_accepted = Counter(
+            "strongroom_ingest_events_accepted", "Events newly committed to the log.", registry=r
+        )
+        self.events_duplicate = Counter(
+            "strongroom_ingest_events_duplicate",
+            "Events answered as duplicates of an earlier event_id.",
+            registry=r,
+        )
+        self.events_rejected = Counter(
+            "strongroom_ingest_events_rejected",
+            "Ingest requests refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "strongroom_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template and method.",
+            ["route", "method"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.requests = Counter(
+            "strongroom_http_requests",
+            "HTTP requests answered, by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.auth_denied = Counter(
+            "strongroom_auth_denied", "Requests refused authentication, by reason.", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.rate_limited = Counter(
+            "strongroom_rate_limited",
+            "Requests refused by a rate limit, by limit kind (key or ip).",
+            ["kind"],
+            registry=r,
+        )
+        self.log_length = Gauge(
+            "strongroom_stream_log_length", "Records in a topic of the event log.", ["topic"],
+            registry=r,
+        )  # fmt: skip
+        self.writer_queue = Gauge(
+            "strongroom_log_writer_queued_events",
+            "Events waiting for the log writer's next commit.",
+            registry=r,
+        )
+        self.backpressure = Counter(
+            "strongroom_backpressure_rejections",
+            "Writes refused with 503 because the log writer was past its queue bound.",
+            registry=r,
+        )

@@ -1,0 +1,192 @@
+"""Ports: the abstract interfaces that services are written against.
+
+Adapters (``strongroom.adapters``) implement them; the app factory chooses one
+by configuration. Each abstract method's docstring states the guarantee every
+adapter must keep; the contract suite in ``tests/contract`` checks it.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A record to append: ``record_id`` is the idempotency key within (tenant, topic)."""
+
+    tenant: str
+    record_id: str
+    key: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A committed record at its offset in a topic."""
+
+    topic: str
+    offset: int
+    tenant: str
+    record_id: str
+    key: str
+    appended_at: float
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Which record ids were newly committed and which were already in the topic."""
+
+    accepted: tuple[str, ...]
+    duplicates: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A record handed to a consumer group member, with how often it was delivered."""
+
+    record: StoredRecord
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record a consumer group gave up on after too many deliveries."""
+
+    dead_letter_offset: int
+    topic: str
+    group: str
+    offset: int
+    deliveries: int
+    dead_at: float
+    replayed: bool
+
+
+class Clock(ABC):
+    """A source of time, passed in so tests can control it instead of patching."""
+
+    @abstractmethod
+    def now(self) -> float:
+        """Seconds since the epoch."""
+
+
+class SystemClock(Clock):
+    def now(self) -> float:
+        return time.time()
+
+
+class EventLog(ABC):
+    """An ordered, durable, idempotent log of records, partitioned by topic.
+
+    Records are scoped by tenant: every read names the tenant, and a tenant
+    never sees another tenant's records, not even their offsets' payloads.
+    """
+
+    @abstractmethod
+    async def append(self, topic: str, records: Sequence[NewRecord]) -> AppendResult:
+        """Append records atomically and durably.
+
+        Guarantees: when this returns, every accepted record is committed and
+        survives a crash of the process; offsets are strictly increasing per
+        topic in the order given; a record whose (tenant, topic, record_id) is
+        already stored, or repeated earlier in ``records``, is not stored again
+        and is reported in ``duplicates``. Either all new records are committed
+        or none is (a failure never leaves a record half-recorded).
+
+        Raises:
+            Backpressure: the writer is past its queue bound; nothing was written.
+            StorageUnavailable: the write failed; nothing was committed.
+        """
+
+    @abstractmethod
+    async def read(
+        self, topic: str, *, tenant: str, after: int | None, limit: int
+    ) -> list[StoredRecord]:
+        """Committed records of ``tenant`` with offset greater than ``after``, in offset order.
+
+        Raises:
+            StorageUnavailable: the log cannot be read.
+        """
+
+    @abstractmethod
+    async def group_read(
+        self,
+        topic: str,
+        group: str,
+        *,
+        tenant: str,
+        consumer: str,
+        limit: int,
+        visibility_timeout: float,
+        max_deliveries: int,
+    ) -> list[Delivery]:
+        """Deliver up to ``limit`` records to a member of a consumer group (at least once).
+
+        Guarantees: first redelivers records whose visibility timeout expired
+        without an ack, then new records in offset order. A record delivered
+        ``max_deliveries`` times without an ack is moved to the dead-letter
+        topic ``<topic>.dlq`` instead of being delivered again. A new group
+        starts at the earliest record.
+        """
+
+    @abstractmethod
+    async def group_ack(
+        self, topic: str, group: str, *, tenant: str, offsets: Sequence[int]
+    ) -> int:
+        """Acknowledge delivered records; returns how many pending deliveries were settled."""
+
+    @abstractmethod
+    async def dead_letters(
+        self, topic: str, *, tenant: str, group: str | None, limit: int
+    ) -> list[DeadLetter]:
+        """Dead letters of ``topic`` for ``tenant`` (optionally one group), oldest first."""
+
+    @abstractmethod
+    async def replay_dead_letters(
+        self, topic: str, *, tenant: str, group: str, dead_letter_offsets: Sequence[int] | None
+    ) -> int:
+        """Make dead letters deliverable to their group again; returns how many were replayed.
+
+        ``None`` replays every dead letter of the group not yet replayed.
+        """
+
+    @abstractmethod
+    async def length(self, topic: str) -> int:
+        """Number of records in a topic (all tenants), for metrics."""
+
+    @abstractmethod
+    async def check_writable(self) -> None:
+        """Return when a write would be accepted now.
+
+        Raises:
+            StorageUnavailable: the log cannot take writes.
+        """
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Flush queued writes, then release every resource. Idempotent."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """The outcome of a rate-limit check, with what the response headers report."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_at: float
+
+
+class RateLimiter(ABC):
+    """Counts requests per bucket against ``burst`` requests per ``burst / rate`` seconds."""
+
+    @abstractmethod
+    async def hit(self, bucket: str, *, rate: float, burst: int) -> RateDecision:
+        """Consume one request from ``bucket``; ``allowed`` is False when it is exhausted."""
+
+    @abstractmethod
+    async def peek(self, bucket: str, *, rate: float, burst: int) -> RateDecision:
+        """Report the bucket's state without consuming from it."""

@@ -1,0 +1,147 @@
+"""Event ingest: screen, validate, then append durably and idempotently.
+
+Order matters: card data is screened before schema validation, so a refused
+request never reaches a code path that might echo part of it; validation
+errors name fields and never carry the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+from pydantic import ValidationError
+
+from strongroom.domain.cards import Finding, raw_may_contain_pan_or_sad, screen_document
+from strongroom.domain.events import INGEST_BODY, SINGLE_EVENT, EventBatch, PaymentEvent
+from strongroom.domain.topics import TOKENIZED
+from strongroom.errors import CardDataRefused, FieldError, InvalidRequest, PayloadTooLarge
+from strongroom.ports import AppendResult, EventLog, NewRecord
+
+_JSON_ERRORS: Final = frozenset({"json_invalid", "json_type"})
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOutcome:
+    result: AppendResult
+    events: int
+
+
+def field_path(location: Sequence[int | str]) -> str:
+    """``('events', 3, 'amount')`` → ``events[3].amount``."""
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def validation_errors(exc: ValidationError, *, tagged: bool) -> tuple[FieldError, ...]:
+    """Field errors without input values; ``tagged`` drops the union tag pydantic prepends."""
+    errors = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        location = error["loc"][1:] if tagged else error["loc"]
+        errors.append(FieldError(field_path(location) or "body", error["msg"]))
+    return tuple(errors)
+
+
+def screen(body: bytes) -> None:
+    """Refuse any PAN or sensitive authentication data anywhere in a JSON body.
+
+    Raises:
+        CardDataRefused: ``sensitive_authentication_data`` or ``pan_detected``,
+            naming the field paths and never the digits.
+    """
+    if not raw_may_contain_pan_or_sad(body):
+        return
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # Unparseable bodies are refused by validation; the raw bytes may still
+        # hold a card number, so refuse them here without saying where.
+        raise CardDataRefused(
+            "pan_detected", "The request contains what looks like a card number."
+        ) from None
+    try:
+        findings = screen_document(document)
+    except ValueError:
+        raise InvalidRequest("The request nests too deeply.") from None
+    if findings:
+        raise _refusal(findings)
+
+
+def _refusal(findings: list[Finding]) -> CardDataRefused:
+    sad = [finding for finding in findings if finding.kind == "sensitive_authentication_data"]
+    if sad:
+        return CardDataRefused(
+            "sensitive_authentication_data",
+            "Card security codes, PINs and track data are never accepted.",
+            tuple(FieldError(f.path or "body", "sensitive authentication data") for f in sad),
+        )
+    return CardDataRefused(
+        "pan_detected",
+        "A card number was found outside the card field; "
+        "send card numbers only to the token vault.",
+        tuple(FieldError(f.path or "body", "contains a card number") for f in findings),
+    )
+
+
+class IngestService:
+    """Turns request bodies into committed records on ``payments.tokenized``."""
+
+    def __init__(self, log: EventLog, *, max_event_bytes: int) -> None:
+        self._log = log
+        self._max_event_bytes = max_event_bytes
+
+    def parse(self, body: bytes, *, allow_batch: bool = True) -> tuple[list[PaymentEvent], bool]:
+        """Screen and validate a body into its events and whether it was a batch.
+
+        Raises:
+            CardDataRefused, InvalidRequest, PayloadTooLarge.
+        """
+        screen(body)
+        try:
+            if allow_batch:
+                parsed: EventBatch | PaymentEvent = INGEST_BODY.validate_json(body)
+            else:
+                parsed = SINGLE_EVENT.validate_json(body)
+        except ValidationError as exc:
+            if exc.error_count() == 1 and exc.errors()[0]["type"] in _JSON_ERRORS:
+                raise InvalidRequest(
+                    "The request body must be a JSON object.",
+                    (FieldError("body", "invalid JSON"),),
+                ) from None
+            raise InvalidRequest(
+                "One or more events are invalid; nothing was accepted.",
+                validation_errors(exc, tagged=allow_batch),
+            ) from None
+        if isinstance(parsed, EventBatch):
+            return parsed.events, True
+        return [parsed], False
+
+    def to_records(self, tenant: str, events: list[PaymentEvent], batch: bool) -> list[NewRecord]:
+        records = []
+        too_large: list[FieldError] = []
+        for index, event in enumerate(events):
+            payload = event.model_dump_json(exclude_none=True).encode()
+            if len(payload) > self._max_event_bytes:
+                where = f"events[{index}]" if batch else "body"
+                too_large.append(FieldError(where, f"event exceeds {self._max_event_bytes} bytes"))
+                continue
+            records.append(NewRecord(tenant, str(event.event_id), event.partition_key, payload))
+        if too_large:
+            raise PayloadTooLarge(
+                "An event is over the size limit; nothing was accepted.", tuple(too_large)
+            )
+        return records
+
+    async def ingest(self, tenant: str, body: bytes, *, allow_batch: bool = True) -> IngestOutcome:
+        """Validate and durably append; returns accepted and duplicate event ids."""
+        events, batch = self.parse(body, allow_batch=allow_batch)
+        records = self.to_records(tenant, events, batch)
+        result = await self._log.append(TOKENIZED, records)
+        return IngestOutcome(result, len(records))
