@@ -21,6 +21,7 @@ ENV_FILE_VARIABLE = "STRONGROOM_ENV_FILE"
 MIN_API_KEY_LENGTH = 16
 
 _SECRET_LISTS = frozenset({"api_keys", "revoked_keys"})
+_URLS = frozenset({"database_url"})
 
 KeyList = Annotated[tuple[SecretStr, ...], NoDecode]
 
@@ -39,6 +40,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     data_dir: Path = Path(".strongroom")
 
+    database_url: str | None = None
+
     api_keys: KeyList = ()
     revoked_keys: KeyList = ()
 
@@ -46,6 +49,10 @@ class Settings(BaseSettings):
     ratelimit_burst: int = Field(default=500, ge=1)
     ip_ratelimit_rps: float = Field(default=5.0, gt=0)
     ip_ratelimit_burst: int = Field(default=20, ge=1)
+    tenant_ratelimit_rps: float = Field(default=1000.0, gt=0)
+    tenant_ratelimit_burst: int = Field(default=5000, ge=1)
+    key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    usage_flush_seconds: float = Field(default=10.0, gt=0, le=3600)
 
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_event_bytes: int = Field(default=64 * 1024, ge=256)
@@ -86,6 +93,8 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if name in _SECRET_LISTS:
                 shown[name] = f"<{len(value)} redacted>"
+            elif name in _URLS and value:
+                shown[name] = _redact_url_password(value)
             elif isinstance(value, SecretStr):
                 shown[name] = "<redacted>"
             elif isinstance(value, Path):
@@ -111,3 +120,13 @@ def load_settings(**overrides: Any) -> Settings:
         first = exc.errors(include_url=False, include_input=False)[0]
         field = str(first["loc"][0]) if first["loc"] else "configuration"
         raise ConfigurationError(f"{ENV_PREFIX}{field.upper()}: {first['msg']}") from None
+
+
+def _redact_url_password(url: str) -> str:
+    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not separator or not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{location}"

@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from strongroom.domain.tenancy import ApiKeyRecord, Tenant, TenantStatus
+
 
 @dataclass(frozen=True, slots=True)
 class NewRecord:
@@ -154,6 +156,13 @@ class EventLog(ABC):
         """
 
     @abstractmethod
+    async def erase_tenant(self, tenant: str) -> int:
+        """Delete every record, group and pending delivery of ``tenant``; returns records deleted.
+
+        Offsets of other tenants' records do not change; the erased offsets become gaps.
+        """
+
+    @abstractmethod
     async def length(self, topic: str) -> int:
         """Number of records in a topic (all tenants), for metrics."""
 
@@ -190,3 +199,92 @@ class RateLimiter(ABC):
     @abstractmethod
     async def peek(self, bucket: str, *, rate: float, burst: int) -> RateDecision:
         """Report the bucket's state without consuming from it."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    tenant_id: str
+    day: str
+    operation: str
+    count: int
+    bytes: int
+
+
+class TenantRepository(ABC):
+    """Tenants. Names are unique; ids never change."""
+
+    @abstractmethod
+    async def create(self, tenant: Tenant) -> None:
+        """Store a new tenant.
+
+        Raises:
+            Conflict: a tenant with that name exists.
+            StorageUnavailable: the store failed.
+        """
+
+    @abstractmethod
+    async def get(self, tenant_id: str) -> Tenant | None:
+        """The tenant with this id, or None."""
+
+    @abstractmethod
+    async def find(self, id_or_name: str) -> Tenant | None:
+        """The tenant with this id or, failing that, this name."""
+
+    @abstractmethod
+    async def list(self, *, after: str | None, limit: int) -> list[Tenant]:
+        """Tenants ordered by id, with id greater than ``after``."""
+
+    @abstractmethod
+    async def set_status(self, tenant_id: str, status: TenantStatus, now: float) -> Tenant | None:
+        """Change a tenant's status; None if there is no such tenant."""
+
+    @abstractmethod
+    async def erase(self, tenant_id: str, now: float) -> None:
+        """Delete the tenant's keys and usage and keep a tombstone (status erased, name cleared)."""
+
+
+class ApiKeyRepository(ABC):
+    """Managed API keys, stored with their keyed hash only."""
+
+    @abstractmethod
+    async def create(self, record: ApiKeyRecord) -> None:
+        """Store a new key record."""
+
+    @abstractmethod
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        """The key with this id, in any tenant, or None."""
+
+    @abstractmethod
+    async def any_exist(self) -> bool:
+        """True when at least one managed key exists, in any tenant and any state."""
+
+    @abstractmethod
+    async def list(self, tenant_id: str, *, after: str | None, limit: int) -> list[ApiKeyRecord]:
+        """The tenant's keys ordered by id, with id greater than ``after``."""
+
+    @abstractmethod
+    async def rotate(self, old_id: str, new: ApiKeyRecord, old_expires_at: float) -> bool:
+        """Atomically store ``new`` and let ``old_id`` expire at ``old_expires_at`` at the latest.
+
+        Returns False (storing nothing) when the old key is missing or revoked.
+        """
+
+    @abstractmethod
+    async def revoke(self, key_id: str, now: float) -> bool:
+        """Revoke a key; False when it does not exist or was already revoked."""
+
+    @abstractmethod
+    async def touch(self, last_used: dict[str, float]) -> None:
+        """Record last-use times in one write (called periodically, not per request)."""
+
+
+class UsageRepository(ABC):
+    """Per-tenant, per-day, per-operation counters."""
+
+    @abstractmethod
+    async def add(self, rows: Sequence[UsageRow]) -> None:
+        """Add counts and bytes to the stored totals, atomically (no lost updates)."""
+
+    @abstractmethod
+    async def query(self, tenant_id: str, first_day: str, last_day: str) -> list[UsageRow]:
+        """Totals of a tenant between two days (inclusive, ``YYYY-MM-DD``)."""

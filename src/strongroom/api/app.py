@@ -16,54 +16,45 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 import strongroom
-from strongroom.adapters.ratelimit import LimitsRateLimiter
-from strongroom.adapters.sqlite.log import SqliteEventLog
-from strongroom.api.middleware import Authentication, BodyLimit, RequestContext
+from strongroom.api.middleware import Authentication, BodyLimit, RequestContext, UrlScreening
 from strongroom.api.problems import problem, problem_for
-from strongroom.api.routes import events, operations, streams
-from strongroom.api.state import GatewayState, build_keys, load_pepper
+from strongroom.api.routes import ROUTERS
+from strongroom.api.state import GatewayState, open_gateway
 from strongroom.config import Settings
 from strongroom.domain.events import EventBatch, PaymentEvent
 from strongroom.errors import FieldError, StrongroomError
 from strongroom.observability.logging import get_logger
-from strongroom.ports import EventLog
-from strongroom.services.ingest import IngestService, field_path
+from strongroom.observability.metrics import Metrics
+from strongroom.services.ingest import field_path
 
 
-def build_state(settings: Settings, log: EventLog | None = None) -> GatewayState:
-    """Open the adapters named by the settings and wire the services."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pepper = load_pepper(settings)
-    event_log = log or SqliteEventLog(
-        settings.database_path, max_queued_events=settings.writer_queue_max_events
-    )
-    return GatewayState(
-        settings=settings,
-        log=event_log,
-        limiter=LimitsRateLimiter(),
-        keys=build_keys(settings, pepper),
-        pepper=pepper,
-        ingest=IngestService(event_log, max_event_bytes=settings.max_event_bytes),
-        logger=get_logger("strongroom"),
-    )
-
-
-def create_app(settings: Settings, *, log: EventLog | None = None) -> FastAPI:
-    state = build_state(settings, log)
+def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
+    """The gateway as an ASGI app; its lifespan opens and closes the store."""
+    metrics = Metrics()
+    logger = get_logger("strongroom")
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await open_gateway(settings, metrics, logger, migrate=migrate)
+        app.state.gateway = state
+        if len(state.keys.configured):
+            await state.tenants.ensure_default()
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, state.reload_keys)
-        state.logger.info("gateway_started", version=strongroom.__version__, keys=len(state.keys))
+        flusher = asyncio.create_task(_flush_periodically(state))
+        logger.info("gateway_started", version=strongroom.__version__)
         try:
             yield
         finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
-            await state.log.aclose()
-            state.logger.info("gateway_stopped")
+            await _flush(state)
+            await state.store.aclose()
+            logger.info("gateway_stopped")
 
     app = FastAPI(
         title="Strongroom",
@@ -72,17 +63,37 @@ def create_app(settings: Settings, *, log: EventLog | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.gateway = state
-    app.include_router(operations.router)
-    app.include_router(events.router)
-    app.include_router(streams.router)
+    for router in ROUTERS:
+        app.include_router(router)
     _install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     # Starlette wraps in reverse order of addition: the last added is outermost.
-    app.add_middleware(Authentication, state=state)
-    app.add_middleware(BodyLimit, state=state)
-    app.add_middleware(RequestContext, state=state)
+    app.add_middleware(Authentication, holder=app.state)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(UrlScreening)
+    app.add_middleware(
+        RequestContext,
+        holder=app.state,
+        metrics=metrics,
+        logger=logger,
+        access_log=settings.access_log,
+    )
     return app
+
+
+async def _flush(state: GatewayState) -> None:
+    """Write usage counters and key last-use times; a failure is logged and retried later."""
+    for flush in (state.usage.flush, state.keys.flush_last_used):
+        try:
+            await flush()
+        except StrongroomError as exc:
+            state.logger.warning("flush_failed", error=exc.code)
+
+
+async def _flush_periodically(state: GatewayState) -> None:
+    while True:
+        await asyncio.sleep(state.settings.usage_flush_seconds)
+        await _flush(state)
 
 
 def _request_id(request: Request) -> str:

@@ -9,10 +9,13 @@ from fastapi import Request
 from starlette.responses import Response
 
 from strongroom.api.state import GatewayState
+from strongroom.domain.access import Scope
 from strongroom.errors import PermissionDenied
 from strongroom.services.auth import Principal
+from strongroom.services.screening import screen
 
 JSON: Final = "application/json"
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def gateway(request: Request) -> GatewayState:
@@ -20,7 +23,7 @@ def gateway(request: Request) -> GatewayState:
     return state
 
 
-def principal(request: Request, scope: str) -> Principal:
+def principal(request: Request, scope: Scope) -> Principal:
     """The authenticated caller, who must hold ``scope``.
 
     Raises:
@@ -28,8 +31,16 @@ def principal(request: Request, scope: str) -> Principal:
     """
     caller: Principal = request.state.principal
     if scope not in caller.scopes:
-        raise PermissionDenied(f"This API key lacks the scope {scope!r}.")
+        raise PermissionDenied(f"This API key lacks the scope '{scope.value}'.")
     return caller
+
+
+async def screened_body(request: Request) -> None:
+    """Router dependency: refuse card data anywhere in a JSON body before parsing it."""
+    if request.method in _BODY_METHODS:
+        body = await request.body()
+        if body:
+            screen(body)
 
 
 def json_response(content: object, status_code: int = 200) -> Response:

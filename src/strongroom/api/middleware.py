@@ -5,9 +5,11 @@ Outermost to innermost:
 1. ``RequestContext``: request id, security headers on every response (errors
    included), the access log line, request metrics, and a problem+json 500
    if anything below raises.
-2. ``BodyLimit``: 413 before reading when Content-Length is over the limit,
+2. ``UrlScreening``: 422 ``pan_detected`` for a card number in the path or
+   query, before any route, log line or store sees it.
+3. ``BodyLimit``: 413 before reading when Content-Length is over the limit,
    and while reading when a chunked body grows past it.
-3. ``Authentication``: on ``/v1/`` paths, the bearer key, the per-IP limit
+4. ``Authentication``: on ``/v1/`` paths, the bearer key, the per-IP limit
    for failed attempts, the per-key limit and the X-RateLimit headers.
 """
 
@@ -19,14 +21,24 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strongroom.api.problems import problem, problem_for
 from strongroom.domain.cards import contains_pan
-from strongroom.errors import AuthenticationFailed, PayloadTooLarge, RateLimited
+from strongroom.errors import (
+    AuthenticationFailed,
+    CardDataRefused,
+    PayloadTooLarge,
+    PermissionDenied,
+    RateLimited,
+    StrongroomError,
+)
+from strongroom.services.screening import screen_url
 
 if TYPE_CHECKING:
     from strongroom.api.state import GatewayState
+    from strongroom.observability.metrics import Metrics
 
 SECURITY_HEADERS: Final = [
     (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
@@ -62,9 +74,14 @@ def _request_id(scope: Scope) -> str:
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
+    def __init__(
+        self, app: ASGIApp, holder: State, metrics: Metrics, logger: Any, access_log: bool
+    ) -> None:
         self.app = app
-        self.state = state
+        self.holder = holder
+        self.metrics = metrics
+        self.logger = logger
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,7 +104,7 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
-            self.state.logger.exception("request_failed", request_id=request_id)
+            self.logger.exception("request_failed", request_id=request_id)
             if not response["started"]:
                 failure = problem(500, "internal_error", "The request failed.", request_id)
                 await failure(scope, receive, send_with_headers)
@@ -102,12 +119,11 @@ class RequestContext:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         method = scope["method"]
-        metrics = self.state.metrics
-        metrics.request_duration.labels(template, method).observe(duration)
-        metrics.requests.labels(template, method, str(status)).inc()
-        if self.state.settings.access_log:
+        self.metrics.request_duration.labels(template, method).observe(duration)
+        self.metrics.requests.labels(template, method, str(status)).inc()
+        if self.access_log:
             principal = request_state.get("principal")
-            self.state.logger.info(
+            self.logger.info(
                 "request",
                 method=method,
                 route=template,
@@ -118,10 +134,26 @@ class RequestContext:
             )
 
 
-class BodyLimit:
-    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
+class UrlScreening:
+    """Refuses a card number in the path or query before anything stores or logs them."""
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.limit = state.settings.max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                screen_url(scope["path"], scope.get("query_string", b""))
+            except CardDataRefused as refusal:
+                await _refuse(refusal, scope["state"]["request_id"], scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
@@ -149,15 +181,15 @@ class BodyLimit:
 
 
 class Authentication:
-    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
+    def __init__(self, app: ASGIApp, holder: State) -> None:
         self.app = app
-        self.state = state
+        self.holder = holder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        state = self.state
+        state: GatewayState = self.holder.gateway
         settings = state.settings
         request_id = scope["state"]["request_id"]
         ip_bucket = "ip:" + client_ip(scope)
@@ -168,12 +200,12 @@ class Authentication:
             # A source over its failed-attempt budget is not even checked, so a
             # guesser cannot keep testing keys by ignoring the 429s.
             state.metrics.rate_limited.labels("ip").inc()
-            await problem_for(RateLimited(_retry_after(ip_state.reset_at)), request_id)(
-                scope, receive, send
+            await _refuse(
+                RateLimited(_retry_after(ip_state.reset_at)), request_id, scope, receive, send
             )
             return
         try:
-            principal = state.keys.authenticate(_header(scope, b"authorization"))
+            principal = await state.keys.authenticate(_header(scope, b"authorization"))
         except AuthenticationFailed as failure:
             state.metrics.auth_denied.labels(failure.reason).inc()
             state.logger.warning(
@@ -182,14 +214,26 @@ class Authentication:
             ip_state = await state.limiter.hit(
                 ip_bucket, rate=settings.ip_ratelimit_rps, burst=settings.ip_ratelimit_burst
             )
-            refusal = failure if ip_state.allowed else RateLimited(_retry_after(ip_state.reset_at))
+            refusal: StrongroomError = failure
             if not ip_state.allowed:
                 state.metrics.rate_limited.labels("ip").inc()
-            await problem_for(refusal, request_id)(scope, receive, send)
+                refusal = RateLimited(_retry_after(ip_state.reset_at))
+            await _refuse(refusal, request_id, scope, receive, send)
+            return
+        except PermissionDenied as denied:
+            state.metrics.auth_denied.labels(denied.code).inc()
+            await _refuse(denied, request_id, scope, receive, send)
+            return
+        except StrongroomError as failure:
+            await _refuse(failure, request_id, scope, receive, send)
             return
         scope["state"]["principal"] = principal
-        decision = await state.limiter.hit(
-            "key:" + principal.key_id, rate=settings.ratelimit_rps, burst=settings.ratelimit_burst
+        rate, burst = principal.rate_limit or (settings.ratelimit_rps, settings.ratelimit_burst)
+        decision = await state.limiter.hit("key:" + principal.key_id, rate=rate, burst=burst)
+        tenant_decision = await state.limiter.hit(
+            "tenant:" + principal.tenant,
+            rate=settings.tenant_ratelimit_rps,
+            burst=settings.tenant_ratelimit_burst,
         )
         limit_headers = [
             (b"x-ratelimit-limit", str(decision.limit).encode()),
@@ -202,12 +246,19 @@ class Authentication:
                 message["headers"] = [*message.get("headers", ()), *limit_headers]
             await send(message)
 
-        if not decision.allowed:
-            state.metrics.rate_limited.labels("key").inc()
-            refusal = RateLimited(_retry_after(decision.reset_at))
-            await problem_for(refusal, request_id)(scope, receive, send_with_limits)
-            return
+        for kind, verdict in (("key", decision), ("tenant", tenant_decision)):
+            if not verdict.allowed:
+                state.metrics.rate_limited.labels(kind).inc()
+                throttled = RateLimited(_retry_after(verdict.reset_at))
+                await _refuse(throttled, request_id, scope, receive, send_with_limits)
+                return
         await self.app(scope, receive, send_with_limits)
+
+
+async def _refuse(
+    error: StrongroomError, request_id: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    await problem_for(error, request_id)(scope, receive, send)
 
 
 def _retry_after(reset_at: float) -> int:

@@ -1,51 +1,87 @@
-"""What a running gateway holds: settings, adapters, services and telemetry."""
+"""What a running gateway holds: settings, store, services and telemetry."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from strongroom.adapters.ratelimit import LimitsRateLimiter
+from strongroom.adapters.store import Store, open_store
 from strongroom.config import Settings, load_settings
 from strongroom.crypto.keyed_hash import keyed_hash, load_or_create_pepper
 from strongroom.errors import ConfigurationError
 from strongroom.observability.metrics import Metrics
-from strongroom.ports import EventLog, RateLimiter
+from strongroom.ports import Clock, EventLog, RateLimiter, SystemClock
 from strongroom.services.auth import ConfiguredKeys
-from strongroom.services.bootstrap import read_bootstrap_hash
 from strongroom.services.ingest import IngestService
+from strongroom.services.keys import KeyService
+from strongroom.services.tenants import TenantService
+from strongroom.services.usage import UsageRecorder
 
 
 @dataclass(slots=True)
 class GatewayState:
     settings: Settings
-    log: EventLog
+    store: Store
     limiter: RateLimiter
-    keys: ConfiguredKeys
-    pepper: bytes
+    keys: KeyService
+    tenants: TenantService
+    usage: UsageRecorder
     ingest: IngestService
+    pepper: bytes
+    clock: Clock
+    metrics: Metrics
     logger: Any
-    metrics: Metrics = field(default_factory=Metrics)
+
+    @property
+    def log(self) -> EventLog:
+        return self.store.log
 
     def reload_keys(self) -> None:
-        """Re-read the configuration and swap the key set; keep the old one on error."""
+        """Re-read the configuration and swap the configured keys; keep them on error."""
         try:
             fresh = load_settings(data_dir=self.settings.data_dir)
         except ConfigurationError as exc:
             self.logger.error("keys_reload_failed", error=str(exc))
             return
-        self.keys = build_keys(fresh, self.pepper)
-        self.logger.info("keys_reloaded", active=len(self.keys), revoked=len(fresh.revoked_keys))
+        self.keys.configured = configured_keys(fresh, self.pepper)
+        self.logger.info(
+            "keys_reloaded", active=len(self.keys.configured), revoked=len(fresh.revoked_keys)
+        )
 
 
-def build_keys(settings: Settings, pepper: bytes) -> ConfiguredKeys:
-    """Keys from configuration, or the bootstrap key's hash when none is configured."""
+def configured_keys(settings: Settings, pepper: bytes) -> ConfiguredKeys:
     revoked = [keyed_hash(pepper, key.get_secret_value()) for key in settings.revoked_keys]
     active = [keyed_hash(pepper, key.get_secret_value()) for key in settings.api_keys]
-    if not active:
-        bootstrap = read_bootstrap_hash(settings.data_dir)
-        active = [bootstrap] if bootstrap else []
     return ConfiguredKeys(pepper, active, revoked)
 
 
-def load_pepper(settings: Settings) -> bytes:
-    return load_or_create_pepper(settings.data_dir)
+async def open_gateway(
+    settings: Settings, metrics: Metrics, logger: Any, *, migrate: bool = False
+) -> GatewayState:
+    """Open the store and wire every service; the caller closes ``state.store``."""
+    pepper = load_or_create_pepper(settings.data_dir)
+    store = await open_store(settings, migrate=migrate)
+    clock = SystemClock()
+    tenants = TenantService(store.tenants, store.keys, store.usage, store.log, clock)
+    keys = KeyService(
+        store.keys,
+        store.tenants,
+        pepper,
+        clock,
+        configured=configured_keys(settings, pepper),
+        cache_seconds=settings.key_cache_seconds,
+    )
+    return GatewayState(
+        settings=settings,
+        store=store,
+        limiter=LimitsRateLimiter(),
+        keys=keys,
+        tenants=tenants,
+        usage=UsageRecorder(store.usage, clock),
+        ingest=IngestService(store.log, max_event_bytes=settings.max_event_bytes),
+        pepper=pepper,
+        clock=clock,
+        metrics=metrics,
+        logger=logger,
+    )

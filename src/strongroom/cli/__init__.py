@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from strongroom.cli import config_command, serve, stream
+from strongroom.cli import admin, config_command, db, serve, stream
 
 app = typer.Typer(
     name="strongroom",
@@ -14,6 +14,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("serve")(serve.serve)
+app.command("init")(admin.init)
+app.command("usage")(admin.usage)
+app.add_typer(admin.tenants_app, name="tenants")
+app.add_typer(admin.keys_app, name="keys")
+app.add_typer(db.app, name="db")
 app.add_typer(config_command.app, name="config")
 app.add_typer(stream.app, name="stream")
 

@@ -1,15 +1,22 @@
-"""What every command shares: settings loading and error reporting."""
+"""What every command shares: settings, the store, and error reporting."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from strongroom.api.state import GatewayState, open_gateway
 from strongroom.config import Settings, load_settings
 from strongroom.errors import ConfigurationError, StrongroomError
+from strongroom.observability.logging import get_logger
+from strongroom.observability.metrics import Metrics
+
+T = TypeVar("T")
 
 DataDirOption = Annotated[
     Path | None,
@@ -17,6 +24,13 @@ DataDirOption = Annotated[
         "--data-dir", help="Data directory (default: $STRONGROOM_DATA_DIR or ./.strongroom)."
     ),
 ]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", help="Database URL (default: $STRONGROOM_DATABASE_URL or the data dir)."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -34,13 +48,39 @@ def settings_or_exit(**overrides: Any) -> Settings:
 
 
 def existing_data_dir(settings: Settings) -> Settings:
-    if not settings.database_path.exists():
+    if settings.database_url is None and not settings.database_path.exists():
         fail(
-            f"no Strongroom data in {settings.data_dir}; start the gateway there first "
-            "or pass --data-dir"
+            f"no Strongroom data in {settings.data_dir}; run 'strongroom init' "
+            "(or start the gateway) there first, or pass --data-dir"
         )
     return settings
 
 
-def report(exc: StrongroomError) -> NoReturn:
-    fail(str(exc) or exc.code)
+def with_gateway(
+    settings: Settings,
+    work: Callable[[GatewayState], Awaitable[T]],
+    *,
+    migrate: bool = False,
+) -> T:
+    """Open the store and services the server would use, run ``work``, close everything.
+
+    Strongroom errors become ``Error: …`` lines with exit code 1 (2 for configuration).
+    """
+
+    async def run() -> T:
+        state = await open_gateway(
+            settings, Metrics(), get_logger("strongroom.cli"), migrate=migrate
+        )
+        try:
+            result = await work(state)
+            await state.usage.flush()
+            return result
+        finally:
+            await state.store.aclose()
+
+    try:
+        return asyncio.run(run())
+    except ConfigurationError as exc:
+        fail(str(exc), code=2)
+    except StrongroomError as exc:
+        fail(getattr(exc, "detail", None) or str(exc) or exc.code)

@@ -2,45 +2,52 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 import uvicorn
 
 from strongroom.api.app import create_app
-from strongroom.cli.common import DataDirOption, fail, settings_or_exit
-from strongroom.crypto.keyed_hash import load_or_create_pepper
-from strongroom.errors import StrongroomError
+from strongroom.api.state import GatewayState
+from strongroom.cli.common import DataDirOption, settings_or_exit, with_gateway
+from strongroom.errors import Conflict
 from strongroom.observability.logging import configure_logging
-from strongroom.services.bootstrap import create_bootstrap_key
+from strongroom.services.bootstrap import initialise, is_initialised
+from strongroom.services.keys import IssuedKey
+
+
+async def _bootstrap(state: GatewayState) -> IssuedKey | None:
+    """On a fresh install with no configured keys, create the platform admin key."""
+    if len(state.keys.configured) or await is_initialised(state.store.keys):
+        return None
+    try:
+        return await initialise(state.tenants, state.keys, state.store.keys, tenant_name="default")
+    except Conflict:
+        # Another process initialised the install first.
+        return None
 
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (default 8080).")] = None,
     data_dir: DataDirOption = None,
+    migrate: Annotated[
+        bool, typer.Option("--migrate", help="Upgrade an out-of-date database schema first.")
+    ] = False,
 ) -> None:
     """Start the gateway: API, /health, /ready and /metrics on one port."""
     settings = settings_or_exit(host=host, port=port, data_dir=data_dir)
     configure_logging(settings.log_level)
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not settings.api_keys:
-            key = create_bootstrap_key(settings.data_dir, load_or_create_pepper(settings.data_dir))
-            if key is not None:
-                # Shown once, on the terminal only: the data dir keeps just its keyed hash.
-                print(
-                    "No API key is configured; created a bootstrap key. It is shown once:\n"
-                    f"  {key}\nKeep it safe, or set STRONGROOM_API_KEYS.",
-                    file=sys.stdout,
-                    flush=True,
-                )
-        app = create_app(settings)
-    except (StrongroomError, OSError, ValueError) as exc:
-        fail(str(exc))
+    issued = with_gateway(settings, _bootstrap, migrate=migrate)
+    if issued is not None:
+        # Shown once, on the terminal only: the store keeps just its keyed hash.
+        typer.echo(
+            "No API key is configured: initialised this install with a platform admin key.\n"
+            f"It is shown once:\n  {issued.secret}\n"
+            "Keep it safe; create narrower keys with it (see README)."
+        )
     config = uvicorn.Config(
-        app,
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

@@ -10,13 +10,11 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from strongroom.adapters.sqlite.log import SqliteEventLog
-from strongroom.cli.common import DataDirOption, existing_data_dir, report, settings_or_exit
+from strongroom.cli.common import DataDirOption, existing_data_dir, settings_or_exit, with_gateway
 from strongroom.config import Settings
+from strongroom.domain.tenancy import DEFAULT_TENANT_ID as DEFAULT_TENANT
 from strongroom.domain.topics import TOKENIZED
-from strongroom.errors import StrongroomError
-from strongroom.ports import StoredRecord
-from strongroom.services.auth import DEFAULT_TENANT
+from strongroom.ports import EventLog, StoredRecord
 
 app = typer.Typer(help="Read topics and manage dead letters.", no_args_is_help=True)
 dlq = typer.Typer(help="List and replay dead letters.", no_args_is_help=True)
@@ -29,20 +27,8 @@ FOLLOW_POLL_SECONDS = 0.5
 PAGE = 500
 
 
-def _with_log(settings: Settings, work: Callable[[SqliteEventLog], Awaitable[T]]) -> T:
-    async def run() -> T:
-        log = SqliteEventLog(
-            settings.database_path, max_queued_events=settings.writer_queue_max_events
-        )
-        try:
-            return await work(log)
-        finally:
-            await log.aclose()
-
-    try:
-        return asyncio.run(run())
-    except StrongroomError as exc:
-        report(exc)
+def _with_log(settings: Settings, work: Callable[[EventLog], Awaitable[T]]) -> T:
+    return with_gateway(settings, lambda state: work(state.log))
 
 
 def record_line(record: StoredRecord) -> str:
@@ -71,7 +57,7 @@ def tail(
     """Print a topic's records in offset order."""
     settings = existing_data_dir(settings_or_exit(data_dir=data_dir))
 
-    async def work(log: SqliteEventLog) -> None:
+    async def work(log: EventLog) -> None:
         after = start - 1
         while True:
             records = await log.read(topic, tenant=tenant, after=after, limit=PAGE)

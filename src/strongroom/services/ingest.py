@@ -11,14 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import orjson
 from pydantic import ValidationError
 
-from strongroom.domain.cards import Finding, raw_may_contain_pan_or_sad, screen_document
 from strongroom.domain.events import INGEST_BODY, SINGLE_EVENT, EventBatch, PaymentEvent
 from strongroom.domain.topics import TOKENIZED
-from strongroom.errors import CardDataRefused, FieldError, InvalidRequest, PayloadTooLarge
+from strongroom.errors import FieldError, InvalidRequest, PayloadTooLarge
 from strongroom.ports import AppendResult, EventLog, NewRecord
+from strongroom.services.screening import screen
 
 _JSON_ERRORS: Final = frozenset({"json_invalid", "json_type"})
 
@@ -47,47 +46,6 @@ def validation_errors(exc: ValidationError, *, tagged: bool) -> tuple[FieldError
         location = error["loc"][1:] if tagged else error["loc"]
         errors.append(FieldError(field_path(location) or "body", error["msg"]))
     return tuple(errors)
-
-
-def screen(body: bytes) -> None:
-    """Refuse any PAN or sensitive authentication data anywhere in a JSON body.
-
-    Raises:
-        CardDataRefused: ``sensitive_authentication_data`` or ``pan_detected``,
-            naming the field paths and never the digits.
-    """
-    if not raw_may_contain_pan_or_sad(body):
-        return
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # Unparseable bodies are refused by validation; the raw bytes may still
-        # hold a card number, so refuse them here without saying where.
-        raise CardDataRefused(
-            "pan_detected", "The request contains what looks like a card number."
-        ) from None
-    try:
-        findings = screen_document(document)
-    except ValueError:
-        raise InvalidRequest("The request nests too deeply.") from None
-    if findings:
-        raise _refusal(findings)
-
-
-def _refusal(findings: list[Finding]) -> CardDataRefused:
-    sad = [finding for finding in findings if finding.kind == "sensitive_authentication_data"]
-    if sad:
-        return CardDataRefused(
-            "sensitive_authentication_data",
-            "Card security codes, PINs and track data are never accepted.",
-            tuple(FieldError(f.path or "body", "sensitive authentication data") for f in sad),
-        )
-    return CardDataRefused(
-        "pan_detected",
-        "A card number was found outside the card field; "
-        "send card numbers only to the token vault.",
-        tuple(FieldError(f.path or "body", "contains a card number") for f in findings),
-    )
 
 
 class IngestService:

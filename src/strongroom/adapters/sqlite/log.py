@@ -14,7 +14,6 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from strongroom.adapters.sqlite.schema import ensure_schema
 from strongroom.adapters.sqlite.writer import GroupCommitWriter, connect
 from strongroom.domain.topics import dead_letter_topic
 from strongroom.errors import StorageUnavailable
@@ -49,15 +48,18 @@ class SqliteEventLog(EventLog):
     """``EventLog`` on a SQLite file in WAL mode, with group commit."""
 
     def __init__(self, path: Path, *, max_queued_events: int, clock: Clock | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The schema belongs to the migrations (``strongroom db upgrade``); the
+        # log only checks that it is there, so it never races them.
         try:
-            setup = connect(path)
+            probe = connect(path)
             try:
-                ensure_schema(setup)
+                probe.execute("SELECT 1 FROM stream_records LIMIT 1").fetchall()
             finally:
-                setup.close()
+                probe.close()
         except sqlite3.Error as exc:
-            raise StorageUnavailable(f"cannot open the event log at {path}") from exc
+            raise StorageUnavailable(
+                f"no event log at {path}; run 'strongroom db upgrade' first"
+            ) from exc
         self._path = path
         self._clock = clock or SystemClock()
         self._writer = GroupCommitWriter(path, max_queued_weight=max_queued_events)
@@ -365,6 +367,17 @@ class SqliteEventLog(EventLog):
             )
         except sqlite3.Error as exc:
             raise StorageUnavailable("The event log cannot be read.") from exc
+
+    async def erase_tenant(self, tenant: str) -> int:
+        def operation(connection: sqlite3.Connection) -> int:
+            erased = connection.execute(
+                "DELETE FROM stream_records WHERE tenant = ?", (tenant,)
+            ).rowcount
+            connection.execute("DELETE FROM consumer_pending WHERE tenant = ?", (tenant,))
+            connection.execute("DELETE FROM consumer_groups WHERE tenant = ?", (tenant,))
+            return erased
+
+        return await self._writer.submit(operation)
 
     async def length(self, topic: str) -> int:
         rows = await self._read(

@@ -8,12 +8,14 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from strongroom.api.dependencies import gateway, json_response, principal
+from strongroom.domain.access import Scope
 from strongroom.errors import (
     RequestRejected,
     ServiceUnavailable,
     StrongroomError,
     UnsupportedMediaType,
 )
+from strongroom.services.usage import Operation
 
 router = APIRouter(tags=["events"])
 
@@ -45,7 +47,7 @@ def _openapi(body_ref: str) -> dict[str, object]:
 
 async def _ingest(request: Request, *, allow_batch: bool) -> Response:
     state = gateway(request)
-    caller = principal(request, "events:write")
+    caller = principal(request, Scope.EVENTS_WRITE)
     content_type = request.headers.get("content-type", "application/json")
     if content_type.split(";")[0].strip().lower() not in _ACCEPTED_TYPES:
         state.metrics.events_rejected.labels("unsupported_media_type").inc()
@@ -57,6 +59,7 @@ async def _ingest(request: Request, *, allow_batch: bool) -> Response:
         _count_refusal(request, refusal)
         raise
     result = outcome.result
+    state.usage.record(caller.tenant, Operation.EVENTS_INGESTED, len(result.accepted), len(body))
     state.metrics.events_accepted.inc(len(result.accepted))
     if result.duplicates:
         state.metrics.events_duplicate.inc(len(result.duplicates))

@@ -1,0 +1,1 @@
+"""The relational store on SQLAlchemy Core: SQLite by default, PostgreSQL when configured."""

@@ -1,0 +1,1 @@
+"""Alembic migrations for every table; run through ``strongroom db upgrade``."""

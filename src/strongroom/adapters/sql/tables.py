@@ -1,0 +1,121 @@
+"""Every table Strongroom keeps, defined once for SQLite and PostgreSQL.
+
+The schema is created and changed only by Alembic migrations
+(``migrations/versions``); this module is what the repositories query.
+Times are seconds since the epoch as floats, the same on both databases.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+stream_records = Table(
+    "stream_records",
+    metadata,
+    Column("topic", String(200), nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("record_id", String(200), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("appended_at", Float, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("topic", "offset"),
+    UniqueConstraint("tenant", "topic", "record_id", name="stream_records_idempotency"),
+    Index("stream_records_by_tenant", "topic", "tenant", "offset"),
+    sqlite_with_rowid=False,
+)
+
+consumer_groups = Table(
+    "consumer_groups",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("topic", String(200), nullable=False),
+    Column("group_name", String(64), nullable=False),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("tenant", "topic", "group_name"),
+    sqlite_with_rowid=False,
+)
+
+consumer_pending = Table(
+    "consumer_pending",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("topic", String(200), nullable=False),
+    Column("group_name", String(64), nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("consumer", String(64), nullable=False),
+    Column("deliveries", Integer, nullable=False),
+    Column("visible_at", Float, nullable=False),
+    PrimaryKeyConstraint("tenant", "topic", "group_name", "offset"),
+    sqlite_with_rowid=False,
+)
+
+dead_letter_replays = Table(
+    "dead_letter_replays",
+    metadata,
+    Column("topic", String(200), nullable=False),
+    Column("dead_letter_offset", BigInteger, nullable=False),
+    Column("replayed_at", Float, nullable=False),
+    PrimaryKeyConstraint("topic", "dead_letter_offset"),
+    sqlite_with_rowid=False,
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("scopes", Text, nullable=True),
+    Column("platform", Boolean, nullable=False, default=False),
+    Column("mode", String(8), nullable=False),
+    Column("secret_hash", LargeBinary(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(64), nullable=True),
+    Column("expires_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Column("replaced_by", String(32), nullable=True),
+    Column("rate_limit_rps", Float, nullable=True),
+    Column("rate_limit_burst", Integer, nullable=True),
+)
+
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("operation", String(32), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "day", "operation"),
+)

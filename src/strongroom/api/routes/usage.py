@@ -1,0 +1,46 @@
+"""Per-tenant usage: ``GET /v1/usage``."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from strongroom.api.dependencies import gateway, json_response, principal
+from strongroom.domain.access import Scope
+from strongroom.errors import InvalidRequest
+
+router = APIRouter(tags=["usage"])
+
+MAX_DAYS = 400
+
+
+@router.get("/v1/usage", summary="Usage of the caller's tenant per day and operation")
+async def usage(
+    request: Request,
+    first: Annotated[date | None, Query(alias="from")] = None,
+    last: Annotated[date | None, Query(alias="to")] = None,
+) -> Response:
+    caller = principal(request, Scope.USAGE_READ)
+    today = date.fromtimestamp(time.time())
+    last = last or today
+    first = first or last.replace(day=1)
+    if first > last:
+        raise InvalidRequest("'from' must not be after 'to'.")
+    if (last - first).days > MAX_DAYS:
+        raise InvalidRequest(f"Ask for at most {MAX_DAYS} days at a time.")
+    rows = await gateway(request).usage.query(caller.tenant, first.isoformat(), last.isoformat())
+    return json_response(
+        {
+            "tenant": caller.tenant,
+            "from": first.isoformat(),
+            "to": last.isoformat(),
+            "data": [
+                {"day": r.day, "operation": r.operation, "count": r.count, "bytes": r.bytes}
+                for r in rows
+            ],
+        }
+    )

@@ -1,0 +1,85 @@
+"""Card-data screening of whole requests: bodies, paths and query strings.
+
+Rules:
+1. Every string of a JSON body is screened (keys, values, integers), before
+   any validation that could echo input.
+2. A refusal names field paths only, never the digits.
+3. A body that is not JSON is screened as text, so a card number inside
+   broken JSON is refused as a card number, not echoed by a parse error.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+import orjson
+
+from strongroom.domain.cards import (
+    Finding,
+    contains_pan,
+    raw_may_contain_pan_or_sad,
+    screen_document,
+)
+from strongroom.errors import CardDataRefused, FieldError, InvalidRequest
+
+
+def screen(body: bytes) -> None:
+    """Refuse any PAN or sensitive authentication data anywhere in a JSON body.
+
+    Raises:
+        CardDataRefused: ``sensitive_authentication_data`` or ``pan_detected``,
+            naming the field paths and never the digits.
+    """
+    if not raw_may_contain_pan_or_sad(body):
+        return
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # Validation refuses unparseable bodies; screen their text first so a
+        # card number inside broken JSON is still refused as one, unnamed.
+        if contains_pan(body.decode("utf-8", errors="replace")):
+            raise CardDataRefused(
+                "pan_detected", "The request contains what looks like a card number."
+            ) from None
+        return
+    try:
+        findings = screen_document(document)
+    except ValueError:
+        raise InvalidRequest("The request nests too deeply.") from None
+    if findings:
+        raise _refusal(findings)
+
+
+def _refusal(findings: list[Finding]) -> CardDataRefused:
+    sad = [finding for finding in findings if finding.kind == "sensitive_authentication_data"]
+    if sad:
+        return CardDataRefused(
+            "sensitive_authentication_data",
+            "Card security codes, PINs and track data are never accepted.",
+            tuple(FieldError(f.path or "body", "sensitive authentication data") for f in sad),
+        )
+    return CardDataRefused(
+        "pan_detected",
+        "A card number was found outside the card field; "
+        "send card numbers only to the token vault.",
+        tuple(FieldError(f.path or "body", "contains a card number") for f in findings),
+    )
+
+
+def screen_url(path: str, query_string: bytes) -> None:
+    """Refuse a card number in a path segment or a query parameter.
+
+    Raises:
+        CardDataRefused: ``pan_detected``, naming ``path`` or ``query``.
+    """
+    places = []
+    if contains_pan(unquote(path)):
+        places.append(FieldError("path", "contains a card number"))
+    if query_string and contains_pan(unquote(query_string.decode("latin-1"))):
+        places.append(FieldError("query", "contains a card number"))
+    if places:
+        raise CardDataRefused(
+            "pan_detected",
+            "A card number was found in the URL; card numbers never belong there.",
+            tuple(places),
+        )
