@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     consumer_visibility_timeout_seconds: float = Field(default=30.0, gt=0)
     consumer_max_deliveries: int = Field(default=5, ge=1, le=1000)
 
+    audit_checkpoint_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    audit_checkpoint_records: int = Field(default=1000, ge=1)
+    audit_retention_days: int = Field(default=400, ge=365)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
     shutdown_timeout_seconds: float = Field(default=8.0, gt=0, le=60)

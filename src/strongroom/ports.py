@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from strongroom.domain.audit import AuditEntry, AuditRecord, StoredRow
+from strongroom.domain.checkpoints import Checkpoint, SignedCheckpoint
 from strongroom.domain.tenancy import ApiKeyRecord, Tenant, TenantStatus
 
 
@@ -288,3 +290,91 @@ class UsageRepository(ABC):
     @abstractmethod
     async def query(self, tenant_id: str, first_day: str, last_day: str) -> list[UsageRow]:
         """Totals of a tenant between two days (inclusive, ``YYYY-MM-DD``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters for reading the audit log; ``tenant`` None means every tenant."""
+
+    tenant: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    since: float | None = None
+    until: float | None = None
+    after: int | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class PruneHorizon:
+    """Where the stored log begins after pruning: the tree's size and right edge there,
+    and the last pruned leaf hash (what the first stored record chains to)."""
+
+    size: int
+    prev_leaf: bytes
+    edge: tuple[bytes, ...] = ()
+
+
+class AuditLog(ABC):
+    """The append-only, tamper-evident audit log (an RFC 9162 Merkle tree of records)."""
+
+    @abstractmethod
+    async def append(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Append entries in order, durably, and publish them to ``payments.audit``.
+
+        Guarantees: when this returns, the records are committed with
+        consecutive sequence numbers, each chained to the one before.
+
+        Raises:
+            StorageUnavailable: nothing was appended.
+        """
+
+    @abstractmethod
+    async def query(self, query: AuditQuery) -> list[AuditRecord]:
+        """Records matching the filters, in sequence order."""
+
+    @abstractmethod
+    async def scan(self, after: int | None, limit: int) -> list[StoredRow]:
+        """Stored rows as they are (unverified), in sequence order, for verification."""
+
+    @abstractmethod
+    async def size(self) -> int:
+        """Number of records ever appended (pruned ones included)."""
+
+    @abstractmethod
+    async def root(self, tree_size: int) -> bytes:
+        """The Merkle root of the first ``tree_size`` records."""
+
+    @abstractmethod
+    async def leaf(self, seq: int) -> bytes:
+        """The leaf hash of record ``seq``. Raises NotFound when there is none."""
+
+    @abstractmethod
+    async def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]:
+        """RFC 9162 inclusion proof of record ``seq`` in the tree of ``tree_size``."""
+
+    @abstractmethod
+    async def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        """RFC 9162 consistency proof between tree sizes ``first`` and ``second``."""
+
+    @abstractmethod
+    async def checkpoint(
+        self, sign: Callable[[Checkpoint], SignedCheckpoint], origin: str, now: float
+    ) -> SignedCheckpoint | None:
+        """Sign and store a checkpoint of the current tree; None when nothing new was appended."""
+
+    @abstractmethod
+    async def checkpoints(self) -> list[SignedCheckpoint]:
+        """Every stored checkpoint, smallest tree first."""
+
+    @abstractmethod
+    async def horizon(self) -> PruneHorizon:
+        """Where the stored records begin."""
+
+    @abstractmethod
+    async def prune(self, before: int) -> int:
+        """Delete records with seq below ``before`` (at most the newest checkpoint's size).
+
+        Raises:
+            Conflict: ``before`` is beyond the newest checkpoint or behind the horizon.
+        """

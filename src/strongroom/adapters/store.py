@@ -14,22 +14,26 @@ from strongroom.adapters.sql.engine import create_engine, ensure_schema, sqlite_
 from strongroom.adapters.sql.keys import SqlApiKeyRepository
 from strongroom.adapters.sql.tenants import SqlTenantRepository
 from strongroom.adapters.sql.usage import SqlUsageRepository
+from strongroom.adapters.sqlite.audit import SqliteAuditLog
+from strongroom.adapters.sqlite.database import SqliteDatabase
 from strongroom.adapters.sqlite.log import SqliteEventLog
 from strongroom.config import Settings
 from strongroom.errors import ConfigurationError
-from strongroom.ports import EventLog
+from strongroom.ports import AuditLog, EventLog
 
 
 @dataclass(slots=True)
 class Store:
     engine: AsyncEngine
+    database: SqliteDatabase
     tenants: SqlTenantRepository
     keys: SqlApiKeyRepository
     usage: SqlUsageRepository
     log: EventLog
+    audit: AuditLog
 
     async def aclose(self) -> None:
-        await self.log.aclose()
+        await self.database.aclose()
         await self.engine.dispose()
 
 
@@ -48,7 +52,7 @@ def engine_for(settings: Settings) -> AsyncEngine:
 
 
 async def open_store(settings: Settings, *, migrate: bool = False) -> Store:
-    """Connect, check (or create) the schema, and open the event log.
+    """Connect, check (or create) the schema, and open the logs.
 
     Raises:
         SchemaOutOfDate: the database is behind and ``migrate`` is false.
@@ -57,16 +61,18 @@ async def open_store(settings: Settings, *, migrate: bool = False) -> Store:
     engine = engine_for(settings)
     try:
         await ensure_schema(engine, migrate=migrate)
-        log = SqliteEventLog(
-            settings.database_path, max_queued_events=settings.writer_queue_max_events
+        database = SqliteDatabase(
+            settings.database_path, max_queued_weight=settings.writer_queue_max_events
         )
     except BaseException:
         await engine.dispose()
         raise
     return Store(
         engine=engine,
+        database=database,
         tenants=SqlTenantRepository(engine),
         keys=SqlApiKeyRepository(engine),
         usage=SqlUsageRepository(engine),
-        log=log,
+        log=SqliteEventLog(database),
+        audit=SqliteAuditLog(database),
     )

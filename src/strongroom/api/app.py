@@ -43,16 +43,19 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, state.reload_keys)
         flusher = asyncio.create_task(_flush_periodically(state))
+        checkpointer = asyncio.create_task(_checkpoint_periodically(state))
         logger.info("gateway_started", version=strongroom.__version__)
         try:
             yield
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in (flusher, checkpointer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
             await _flush(state)
+            await _checkpoint(state)
             await state.store.aclose()
             logger.info("gateway_stopped")
 
@@ -88,6 +91,33 @@ async def _flush(state: GatewayState) -> None:
             await flush()
         except StrongroomError as exc:
             state.logger.warning("flush_failed", error=exc.code)
+
+
+async def _checkpoint(state: GatewayState) -> None:
+    try:
+        signed = await state.audit.checkpoint()
+    except StrongroomError as exc:
+        state.logger.warning("checkpoint_failed", error=exc.code)
+        return
+    if signed is not None:
+        state.logger.info("audit_checkpoint", tree_size=signed.checkpoint.tree_size)
+
+
+async def _checkpoint_periodically(state: GatewayState) -> None:
+    """Sign a checkpoint every N records or T seconds, whichever comes first."""
+    settings = state.settings
+    last_size, last_time = 0, state.clock.now()
+    while True:
+        await asyncio.sleep(min(1.0, settings.audit_checkpoint_seconds))
+        try:
+            size = await state.store.audit.size()
+        except StrongroomError:
+            continue
+        due_by_count = size - last_size >= settings.audit_checkpoint_records
+        due_by_time = state.clock.now() - last_time >= settings.audit_checkpoint_seconds
+        if size > last_size and (due_by_count or due_by_time):
+            await _checkpoint(state)
+            last_size, last_time = size, state.clock.now()
 
 
 async def _flush_periodically(state: GatewayState) -> None:

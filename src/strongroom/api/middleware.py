@@ -34,6 +34,8 @@ from strongroom.errors import (
     RateLimited,
     StrongroomError,
 )
+from strongroom.services.audit import Origin, current_origin
+from strongroom.services.auth import presented_key_id
 from strongroom.services.screening import screen_url
 
 if TYPE_CHECKING:
@@ -91,6 +93,7 @@ class RequestContext:
         request_id = _request_id(scope)
         request_state = scope.setdefault("state", {})
         request_state["request_id"] = request_id
+        current_origin.set(Origin(client_ip(scope), request_id))
         response: dict[str, Any] = {"status": 500, "started": False}
         extra_headers = [*SECURITY_HEADERS, (b"x-request-id", request_id.encode())]
 
@@ -200,16 +203,24 @@ class Authentication:
             # A source over its failed-attempt budget is not even checked, so a
             # guesser cannot keep testing keys by ignoring the 429s.
             state.metrics.rate_limited.labels("ip").inc()
+            await state.audit.rate_limited("ip", client_ip(scope), tenant=None)
             await _refuse(
                 RateLimited(_retry_after(ip_state.reset_at)), request_id, scope, receive, send
             )
             return
+        authorization = _header(scope, b"authorization")
         try:
-            principal = await state.keys.authenticate(_header(scope, b"authorization"))
+            principal = await state.keys.authenticate(authorization)
         except AuthenticationFailed as failure:
             state.metrics.auth_denied.labels(failure.reason).inc()
             state.logger.warning(
                 "auth_denied", reason=failure.reason, ip=client_ip(scope), request_id=request_id
+            )
+            await state.audit.record(
+                "key.used_expired" if failure.reason == "expired" else "auth.failed",
+                actor=presented_key_id(authorization) or "anonymous",
+                outcome="failure",
+                details={"reason": failure.reason},
             )
             ip_state = await state.limiter.hit(
                 ip_bucket, rate=settings.ip_ratelimit_rps, burst=settings.ip_ratelimit_burst
@@ -222,6 +233,12 @@ class Authentication:
             return
         except PermissionDenied as denied:
             state.metrics.auth_denied.labels(denied.code).inc()
+            await state.audit.record(
+                "auth.denied",
+                actor=presented_key_id(authorization) or "anonymous",
+                outcome="failure",
+                details={"reason": denied.code},
+            )
             await _refuse(denied, request_id, scope, receive, send)
             return
         except StrongroomError as failure:
@@ -249,6 +266,7 @@ class Authentication:
         for kind, verdict in (("key", decision), ("tenant", tenant_decision)):
             if not verdict.allowed:
                 state.metrics.rate_limited.labels(kind).inc()
+                await state.audit.rate_limited(kind, principal.key_id, tenant=principal.tenant)
                 throttled = RateLimited(_retry_after(verdict.reset_at))
                 await _refuse(throttled, request_id, scope, receive, send_with_limits)
                 return

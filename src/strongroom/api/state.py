@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from strongroom.adapters.ratelimit import LimitsRateLimiter
 from strongroom.adapters.store import Store, open_store
 from strongroom.config import Settings, load_settings
 from strongroom.crypto.keyed_hash import keyed_hash, load_or_create_pepper
+from strongroom.crypto.signing import Signer
 from strongroom.errors import ConfigurationError
 from strongroom.observability.metrics import Metrics
 from strongroom.ports import Clock, EventLog, RateLimiter, SystemClock
+from strongroom.services.audit import AuditTrail
 from strongroom.services.auth import ConfiguredKeys
 from strongroom.services.ingest import IngestService
 from strongroom.services.keys import KeyService
 from strongroom.services.tenants import TenantService
 from strongroom.services.usage import UsageRecorder
+
+AUDIT_KEY_FILE: Final = "audit-signing.key"
+# Tasks started from signal handlers, kept referenced until they finish.
+_background: set[asyncio.Task[Any]] = set()
 
 
 @dataclass(slots=True)
@@ -27,6 +34,7 @@ class GatewayState:
     keys: KeyService
     tenants: TenantService
     usage: UsageRecorder
+    audit: AuditTrail
     ingest: IngestService
     pepper: bytes
     clock: Clock
@@ -45,9 +53,16 @@ class GatewayState:
             self.logger.error("keys_reload_failed", error=str(exc))
             return
         self.keys.configured = configured_keys(fresh, self.pepper)
-        self.logger.info(
-            "keys_reloaded", active=len(self.keys.configured), revoked=len(fresh.revoked_keys)
+        details = {
+            "active_keys": len(self.keys.configured),
+            "revoked_keys": len(fresh.revoked_keys),
+        }
+        self.logger.info("keys_reloaded", **details)
+        task = asyncio.get_running_loop().create_task(
+            self.audit.record("config.reloaded", actor="system:sighup", details=details)
         )
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
 
 def configured_keys(settings: Settings, pepper: bytes) -> ConfiguredKeys:
@@ -61,14 +76,17 @@ async def open_gateway(
 ) -> GatewayState:
     """Open the store and wire every service; the caller closes ``state.store``."""
     pepper = load_or_create_pepper(settings.data_dir)
+    signer = Signer.load_or_create(settings.data_dir / AUDIT_KEY_FILE)
     store = await open_store(settings, migrate=migrate)
     clock = SystemClock()
-    tenants = TenantService(store.tenants, store.keys, store.usage, store.log, clock)
+    audit = AuditTrail(store.audit, signer, clock)
+    tenants = TenantService(store.tenants, store.keys, store.usage, store.log, clock, audit)
     keys = KeyService(
         store.keys,
         store.tenants,
         pepper,
         clock,
+        audit=audit,
         configured=configured_keys(settings, pepper),
         cache_seconds=settings.key_cache_seconds,
     )
@@ -79,6 +97,7 @@ async def open_gateway(
         keys=keys,
         tenants=tenants,
         usage=UsageRecorder(store.usage, clock),
+        audit=audit,
         ingest=IngestService(store.log, max_event_bytes=settings.max_event_bytes),
         pepper=pepper,
         clock=clock,

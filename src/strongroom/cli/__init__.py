@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from strongroom.cli import admin, config_command, db, serve, stream
+from strongroom.cli import admin, audit, config_command, db, serve, stream
 
 app = typer.Typer(
     name="strongroom",
@@ -19,6 +19,7 @@ app.command("usage")(admin.usage)
 app.add_typer(admin.tenants_app, name="tenants")
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(db.app, name="db")
+app.add_typer(audit.app, name="audit")
 app.add_typer(config_command.app, name="config")
 app.add_typer(stream.app, name="stream")
 

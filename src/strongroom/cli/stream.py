@@ -10,11 +10,13 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from strongroom.api.state import GatewayState
 from strongroom.cli.common import DataDirOption, existing_data_dir, settings_or_exit, with_gateway
 from strongroom.config import Settings
 from strongroom.domain.tenancy import DEFAULT_TENANT_ID as DEFAULT_TENANT
 from strongroom.domain.topics import TOKENIZED
 from strongroom.ports import EventLog, StoredRecord
+from strongroom.services.audit import cli_actor
 
 app = typer.Typer(help="Read topics and manage dead letters.", no_args_is_help=True)
 dlq = typer.Typer(help="List and replay dead letters.", no_args_is_help=True)
@@ -121,10 +123,16 @@ def replay_dead_letters(
 ) -> None:
     """Make dead letters deliverable to their group again."""
     settings = existing_data_dir(settings_or_exit(data_dir=data_dir))
-    replayed = _with_log(
-        settings,
-        lambda log: log.replay_dead_letters(
+
+    async def work(state: GatewayState) -> int:
+        replayed = await state.log.replay_dead_letters(
             topic, tenant=tenant, group=group, dead_letter_offsets=offset or None
-        ),
-    )
+        )
+        await state.audit.record(
+            "stream.dead_letters_replayed", actor=cli_actor(), tenant=tenant,
+            resource=f"{topic}/{group}", details={"replayed": replayed},
+        )  # fmt: skip
+        return replayed
+
+    replayed = with_gateway(settings, work)
     typer.echo(f"replayed {replayed} dead letter(s) to group {group!r}")

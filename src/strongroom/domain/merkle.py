@@ -192,6 +192,18 @@ class CompactRange:
         state._hashes = [_require_hash("right-edge hash", h) for h in hashes]
         return state
 
+    @classmethod
+    def from_nodes(cls, size: int, get_node: GetNode) -> CompactRange:
+        """Rebuild the range of ``size`` leaves from stored complete-subtree hashes."""
+        _require_size("size", size)
+        hashes = []
+        begin = 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                hashes.append(_fetch(get_node, level, begin >> level))
+                begin += 1 << level
+        return cls.from_state(size, hashes)
+
     @property
     def size(self) -> int:
         """Number of leaves appended so far."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Final
 
 TOKENIZED: Final = "payments.tokenized"
+AUDIT: Final = "payments.audit"
+#: Stream records of actions that belong to no tenant (platform administration).
+PLATFORM_TENANT: Final = "platform"
 DEAD_LETTER_SUFFIX: Final = ".dlq"
 
 

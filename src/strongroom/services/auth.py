@@ -18,6 +18,7 @@ from typing import Final
 
 from strongroom.crypto.keyed_hash import equal, keyed_hash
 from strongroom.domain.access import ROLE_SCOPES, Role, Scope
+from strongroom.domain.api_keys import parse
 from strongroom.domain.tenancy import DEFAULT_TENANT_ID
 from strongroom.errors import AuthenticationFailed
 
@@ -53,6 +54,14 @@ def bearer_token(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not presented or len(presented) > MAX_PRESENTED_KEY_LENGTH:
         raise AuthenticationFailed("malformed")
     return presented
+
+
+def presented_key_id(authorization: str | None) -> str | None:
+    """The public id of a well-formed managed key in a header, for audit records; else None."""
+    if not authorization:
+        return None
+    parsed = parse(authorization.partition(" ")[2].strip())
+    return parsed.key_id if parsed else None
 
 
 def configured_key_id(hashed: bytes) -> str:

@@ -37,6 +37,7 @@ from strongroom.errors import (
     PermissionDenied,
 )
 from strongroom.ports import ApiKeyRepository, Clock, TenantRepository
+from strongroom.services.audit import AuditTrail, cli_actor
 from strongroom.services.auth import ConfiguredKeys, Principal, bearer_token
 
 DEFAULT_GRACE_SECONDS: Final = 24 * 3600
@@ -74,9 +75,11 @@ class KeyService:
         pepper: bytes,
         clock: Clock,
         *,
+        audit: AuditTrail,
         configured: ConfiguredKeys | None = None,
         cache_seconds: float = 5.0,
     ) -> None:
+        self._audit = audit
         self._keys = keys
         self._tenants = tenants
         self._pepper = pepper
@@ -202,6 +205,10 @@ class KeyService:
             created_by=granted_by.key_id if granted_by else "cli", mode=mode, now=now,
         )  # fmt: skip
         await self._keys.create(issued.record)
+        await self._audit.record(
+            "key.created", actor=_actor(granted_by), tenant=tenant_id, resource=issued.record.id,
+            details=_grant_details(issued.record),
+        )  # fmt: skip
         return issued
 
     def _issue(
@@ -275,11 +282,34 @@ class KeyService:
         if not await self._keys.rotate(key_id, issued.record, now + grace_seconds):
             raise InvalidRequest("This key is revoked or was already rotated.")
         self.forget(key_id)
+        await self._audit.record(
+            "key.rotated", actor=_actor(granted_by), tenant=tenant_id, resource=key_id,
+            details={"replaced_by": issued.record.id, "grace_seconds": grace_seconds,
+                     **_grant_details(issued.record)},
+        )  # fmt: skip
         return issued
 
-    async def revoke(self, tenant_id: str, key_id: str) -> ApiKeyRecord:
+    async def revoke(
+        self, tenant_id: str, key_id: str, *, revoked_by: Principal | None = None
+    ) -> ApiKeyRecord:
         """Revoke at once. Raises NotFound for missing keys and other tenants' keys."""
         record = await self.get(tenant_id, key_id)
         await self._keys.revoke(key_id, self._clock.now())
         self.forget(key_id)
+        await self._audit.record(
+            "key.revoked", actor=_actor(revoked_by), tenant=tenant_id, resource=key_id
+        )
         return record
+
+
+def _actor(principal: Principal | None) -> str:
+    return principal.key_id if principal else cli_actor()
+
+
+def _grant_details(record: ApiKeyRecord) -> dict[str, object]:
+    """What a key may do, for the audit trail: role and scopes, never the secret."""
+    return {
+        "role": record.role.value,
+        "scopes": sorted(scope.value for scope in record.scopes),
+        "expires_at": record.expires_at,
+    }

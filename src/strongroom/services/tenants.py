@@ -31,6 +31,7 @@ from strongroom.ports import (
     TenantRepository,
     UsageRepository,
 )
+from strongroom.services.audit import AuditTrail, cli_actor
 
 EXPORT_PAGE: Final = 500
 
@@ -43,14 +44,18 @@ class TenantService:
         usage: UsageRepository,
         log: EventLog,
         clock: Clock,
+        audit: AuditTrail,
     ) -> None:
+        self._audit = audit
         self._tenants = tenants
         self._keys = keys
         self._usage = usage
         self._log = log
         self._clock = clock
 
-    async def create(self, name: str, *, tenant_id: str | None = None) -> Tenant:
+    async def create(
+        self, name: str, *, tenant_id: str | None = None, actor: str | None = None
+    ) -> Tenant:
         """Raises InvalidRequest for a bad name and Conflict when the name is taken."""
         try:
             check_tenant_name(name)
@@ -59,6 +64,9 @@ class TenantService:
         now = self._clock.now()
         tenant = Tenant(tenant_id or new_tenant_id(), name, TenantStatus.ACTIVE, now, now)
         await self._tenants.create(tenant)
+        await self._audit.record(
+            "tenant.created", actor=actor or cli_actor(), tenant=tenant.id, resource=tenant.id
+        )
         return tenant
 
     async def ensure_default(self) -> Tenant:
@@ -67,7 +75,7 @@ class TenantService:
         if existing is not None:
             return existing
         try:
-            return await self.create(DEFAULT_TENANT_ID, tenant_id=DEFAULT_TENANT_ID)
+            return await self.create(DEFAULT_TENANT_ID, tenant_id=DEFAULT_TENANT_ID, actor="system")
         except Conflict:
             # Another gateway created it at the same moment.
             found = await self._tenants.get(DEFAULT_TENANT_ID)
@@ -86,17 +94,26 @@ class TenantService:
     async def list(self, *, after: str | None, limit: int) -> list[Tenant]:
         return await self._tenants.list(after=after, limit=limit)
 
-    async def set_status(self, id_or_name: str, status: TenantStatus) -> Tenant:
+    async def set_status(
+        self, id_or_name: str, status: TenantStatus, *, actor: str | None = None
+    ) -> Tenant:
         tenant = await self.get(id_or_name)
         if tenant.status is TenantStatus.ERASED:
             raise NotFound("There is no such tenant.")
         updated = await self._tenants.set_status(tenant.id, status, self._clock.now())
         assert updated is not None
+        action = "tenant.suspended" if status is TenantStatus.SUSPENDED else "tenant.resumed"
+        await self._audit.record(
+            action, actor=actor or cli_actor(), tenant=tenant.id, resource=tenant.id
+        )
         return updated
 
-    async def export(self, id_or_name: str) -> AsyncIterator[bytes]:
+    async def export(self, id_or_name: str, *, actor: str | None = None) -> AsyncIterator[bytes]:
         """Every piece of the tenant's data as JSON lines (keys without secrets)."""
         tenant = await self.get(id_or_name)
+        await self._audit.record(
+            "tenant.exported", actor=actor or cli_actor(), tenant=tenant.id, resource=tenant.id
+        )
         return self._export_lines(tenant)
 
     async def _export_lines(self, tenant: Tenant) -> AsyncIterator[bytes]:
@@ -133,13 +150,17 @@ class TenantService:
                     break
                 offset = records[-1].offset
 
-    async def erase(self, id_or_name: str) -> tuple[Tenant, int]:
+    async def erase(self, id_or_name: str, *, actor: str | None = None) -> tuple[Tenant, int]:
         """Delete the tenant's data; returns the tombstone and how many records went."""
         tenant = await self.get(id_or_name)
         if tenant.status is TenantStatus.ERASED:
             raise NotFound("There is no such tenant.")
         erased = await self._log.erase_tenant(tenant.id)
         await self._tenants.erase(tenant.id, self._clock.now())
+        await self._audit.record(
+            "tenant.erased", actor=actor or cli_actor(), tenant=tenant.id, resource=tenant.id,
+            details={"records_erased": erased},
+        )  # fmt: skip
         tombstone = await self._tenants.get(tenant.id)
         assert tombstone is not None
         return tombstone, erased

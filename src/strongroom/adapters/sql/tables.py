@@ -119,3 +119,44 @@ usage_daily = Table(
     Column("bytes", BigInteger, nullable=False),
     PrimaryKeyConstraint("tenant_id", "day", "operation"),
 )
+
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("time", Float, nullable=False),
+    Column("tenant", String(64), nullable=True),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("leaf", LargeBinary(32), nullable=False),
+    Index("audit_records_by_tenant", "tenant", "seq"),
+    Index("audit_records_by_action", "action", "seq"),
+)
+
+audit_nodes = Table(
+    "audit_nodes",
+    metadata,
+    Column("level", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    PrimaryKeyConstraint("level", "idx"),
+    sqlite_with_rowid=False,
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("note", Text, nullable=False),
+)
+
+audit_prune_horizon = Table(
+    "audit_prune_horizon",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("horizon", BigInteger, nullable=False),
+)

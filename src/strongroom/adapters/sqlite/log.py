@@ -7,16 +7,12 @@ dedup mark is set before the stream write fails).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
 from collections.abc import Sequence
-from pathlib import Path
 
-from strongroom.adapters.sqlite.writer import GroupCommitWriter, connect
+from strongroom.adapters.sqlite.database import SqliteDatabase
 from strongroom.domain.topics import dead_letter_topic
-from strongroom.errors import StorageUnavailable
 from strongroom.ports import (
     AppendResult,
     Clock,
@@ -47,23 +43,10 @@ def _to_record(row: tuple[str, int, str, str, str, float, bytes]) -> StoredRecor
 class SqliteEventLog(EventLog):
     """``EventLog`` on a SQLite file in WAL mode, with group commit."""
 
-    def __init__(self, path: Path, *, max_queued_events: int, clock: Clock | None = None) -> None:
-        # The schema belongs to the migrations (``strongroom db upgrade``); the
-        # log only checks that it is there, so it never races them.
-        try:
-            probe = connect(path)
-            try:
-                probe.execute("SELECT 1 FROM stream_records LIMIT 1").fetchall()
-            finally:
-                probe.close()
-        except sqlite3.Error as exc:
-            raise StorageUnavailable(
-                f"no event log at {path}; run 'strongroom db upgrade' first"
-            ) from exc
-        self._path = path
+    def __init__(self, database: SqliteDatabase, *, clock: Clock | None = None) -> None:
+        self._database = database
+        self._writer = database.writer
         self._clock = clock or SystemClock()
-        self._writer = GroupCommitWriter(path, max_queued_weight=max_queued_events)
-        self._readers = threading.local()
 
     @property
     def queued_events(self) -> int:
@@ -75,12 +58,12 @@ class SqliteEventLog(EventLog):
         now = self._clock.now()
 
         def operation(connection: sqlite3.Connection) -> AppendResult:
-            return self._append_in(connection, topic, records, now)
+            return self.append_in(connection, topic, records, now)
 
         return await self._writer.submit(operation, weight=max(1, len(records)))
 
     @staticmethod
-    def _append_in(
+    def append_in(
         connection: sqlite3.Connection, topic: str, records: Sequence[NewRecord], now: float
     ) -> AppendResult:
         existing: set[tuple[str, str]] = set()
@@ -232,7 +215,7 @@ class SqliteEventLog(EventLog):
             "dead_at": now,
             "record_id": record.record_id,
         }
-        self._append_in(
+        self.append_in(
             connection,
             dead_letter_topic(record.topic),
             [
@@ -297,21 +280,8 @@ class SqliteEventLog(EventLog):
 
     # -- reads ----------------------------------------------------------------
 
-    def _reader(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._readers, "connection", None)
-        if connection is None:
-            connection = connect(self._path)
-            self._readers.connection = connection
-        return connection
-
     async def _read(self, query: str, parameters: tuple[object, ...]) -> list[tuple[object, ...]]:
-        def run() -> list[tuple[object, ...]]:
-            return self._reader().execute(query, parameters).fetchall()
-
-        try:
-            return await asyncio.to_thread(run)
-        except sqlite3.Error as exc:
-            raise StorageUnavailable("The event log cannot be read.") from exc
+        return await self._database.read(lambda c: c.execute(query, parameters).fetchall())
 
     async def read(
         self, topic: str, *, tenant: str, after: int | None, limit: int
@@ -361,12 +331,9 @@ class SqliteEventLog(EventLog):
     async def dead_letters(
         self, topic: str, *, tenant: str, group: str | None, limit: int
     ) -> list[DeadLetter]:
-        try:
-            return await asyncio.to_thread(
-                self._dead_letters_in, self._reader(), topic, tenant, group, limit
-            )
-        except sqlite3.Error as exc:
-            raise StorageUnavailable("The event log cannot be read.") from exc
+        return await self._database.read(
+            lambda c: self._dead_letters_in(c, topic, tenant, group, limit)
+        )
 
     async def erase_tenant(self, tenant: str) -> int:
         def operation(connection: sqlite3.Connection) -> int:
@@ -395,7 +362,4 @@ class SqliteEventLog(EventLog):
         await self._writer.submit(probe)
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self._writer.close)
-        connection = getattr(self._readers, "connection", None)
-        if connection is not None:
-            connection.close()
+        """The database is shared and closed by its owner (the store)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from strongroom.api.routes import admin, events, keys, operations, streams, usage
+from strongroom.api.routes import admin, audit, events, keys, operations, streams, usage
 
 ROUTERS = (
     operations.router,
@@ -11,4 +11,5 @@ ROUTERS = (
     keys.router,
     usage.router,
     admin.router,
+    audit.router,
 )

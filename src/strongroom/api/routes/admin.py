@@ -26,8 +26,8 @@ class CreateTenant(BaseModel):
 
 @router.post("/v1/admin/tenants", status_code=201, summary="Create a tenant")
 async def create_tenant(request: Request, body: CreateTenant) -> Response:
-    principal(request, Scope.TENANTS_ADMIN)
-    tenant = await gateway(request).tenants.create(body.name)
+    caller = principal(request, Scope.TENANTS_ADMIN)
+    tenant = await gateway(request).tenants.create(body.name, actor=caller.key_id)
     return json_response(tenant_view(tenant), status_code=201)
 
 
@@ -50,9 +50,9 @@ async def show_tenant(request: Request, tenant: TenantRef) -> Response:
 
 
 async def _set_status(request: Request, tenant: str, status: TenantStatus) -> Response:
-    principal(request, Scope.TENANTS_ADMIN)
+    caller = principal(request, Scope.TENANTS_ADMIN)
     state = gateway(request)
-    updated = await state.tenants.set_status(tenant, status)
+    updated = await state.tenants.set_status(tenant, status, actor=caller.key_id)
     # Cached key records carry their tenant's status; drop them so the change bites now.
     state.keys.forget()
     return json_response(tenant_view(updated))
@@ -70,15 +70,15 @@ async def resume_tenant(request: Request, tenant: TenantRef) -> Response:
 
 @router.get("/v1/admin/tenants/{tenant}/export", summary="All of a tenant's data as JSON lines")
 async def export_tenant(request: Request, tenant: TenantRef) -> Response:
-    principal(request, Scope.TENANTS_ADMIN)
-    lines = await gateway(request).tenants.export(tenant)
+    caller = principal(request, Scope.TENANTS_ADMIN)
+    lines = await gateway(request).tenants.export(tenant, actor=caller.key_id)
     return StreamingResponse(lines, media_type="application/x-ndjson")
 
 
 @router.delete("/v1/admin/tenants/{tenant}", summary="Erase a tenant's data")
 async def erase_tenant(request: Request, tenant: TenantRef) -> Response:
-    principal(request, Scope.TENANTS_ADMIN)
+    caller = principal(request, Scope.TENANTS_ADMIN)
     state = gateway(request)
-    tombstone, erased = await state.tenants.erase(tenant)
+    tombstone, erased = await state.tenants.erase(tenant, actor=caller.key_id)
     state.keys.forget()
     return json_response({**tenant_view(tombstone), "records_erased": erased})

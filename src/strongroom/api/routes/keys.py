@@ -99,5 +99,5 @@ async def rotate_key(request: Request, key_id: KeyId, body: RotateKey | None = N
 @router.delete("/v1/keys/{key_id}", status_code=204, summary="Revoke a key at once")
 async def revoke_key(request: Request, key_id: KeyId) -> Response:
     caller = principal(request, Scope.KEYS_MANAGE)
-    await gateway(request).keys.revoke(caller.tenant, key_id)
+    await gateway(request).keys.revoke(caller.tenant, key_id, revoked_by=caller)
     return Response(status_code=204)

@@ -11,13 +11,13 @@ from starlette.responses import Response
 
 from strongroom.api.dependencies import gateway, json_response, principal, screened_body
 from strongroom.domain.access import Scope
-from strongroom.domain.topics import TOKENIZED, dead_letter_topic
+from strongroom.domain.topics import AUDIT, TOKENIZED, dead_letter_topic
 from strongroom.errors import NotFound
 from strongroom.ports import StoredRecord
 
 router = APIRouter(tags=["streams"], dependencies=[Depends(screened_body)])
 
-READABLE_TOPICS: Final = frozenset({TOKENIZED, dead_letter_topic(TOKENIZED)})
+READABLE_TOPICS: Final = frozenset({TOKENIZED, dead_letter_topic(TOKENIZED), AUDIT})
 GROUP_TOPICS: Final = frozenset({TOKENIZED})
 NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -153,10 +153,15 @@ async def replay_dead_letters(
     request: Request, topic: TopicName, group: GroupName, body: ReplayRequest
 ) -> Response:
     caller = principal(request, Scope.STREAMS_READ)
-    replayed = await gateway(request).log.replay_dead_letters(
+    state = gateway(request)
+    replayed = await state.log.replay_dead_letters(
         _known(topic, GROUP_TOPICS),
         tenant=caller.tenant,
         group=group,
         dead_letter_offsets=body.dead_letter_offsets,
     )
+    await state.audit.record(
+        "stream.dead_letters_replayed", actor=caller.key_id, tenant=caller.tenant,
+        resource=f"{topic}/{group}", details={"replayed": replayed},
+    )  # fmt: skip
     return json_response({"replayed": replayed})
