@@ -176,6 +176,7 @@ class KeyService:
         granted_by: Principal | None,
         mode: api_keys.Mode = "live",
         platform: bool = False,
+        rate_limit: tuple[float | None, int | None] = (None, None),
     ) -> IssuedKey:
         """Create a key in ``tenant_id``. ``granted_by`` None means an operator at the CLI.
 
@@ -203,6 +204,7 @@ class KeyService:
         issued = self._issue(
             tenant_id=tenant_id, name=name, role=role, scopes=scopes, expires_at=expires_at,
             created_by=granted_by.key_id if granted_by else "cli", mode=mode, now=now,
+            rate_limit=rate_limit,
         )  # fmt: skip
         await self._keys.create(issued.record)
         await self._audit.record(

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
 from strongroom.api.dependencies import gateway, json_response, principal, screened_body
@@ -28,6 +28,14 @@ class CreateKey(BaseModel):
     scopes: list[str] | None = Field(default=None, max_length=32)
     expires_at: AwareDatetime | None = None
     mode: str = Field(default="live", pattern="^(live|test)$")
+    rate_limit_rps: float | None = Field(default=None, gt=0, le=1_000_000)
+    rate_limit_burst: int | None = Field(default=None, ge=1, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _limit_pair(self) -> CreateKey:
+        if (self.rate_limit_rps is None) != (self.rate_limit_burst is None):
+            raise ValueError("set rate_limit_rps and rate_limit_burst together, or neither")
+        return self
 
 
 class RotateKey(BaseModel):
@@ -60,6 +68,7 @@ async def create_key(request: Request, body: CreateKey) -> Response:
         expires_at=_timestamp(body.expires_at),
         granted_by=caller,
         mode="test" if body.mode == "test" else "live",
+        rate_limit=(body.rate_limit_rps, body.rate_limit_burst),
     )
     return json_response(issued_view(issued), status_code=201)
 
