@@ -3,6 +3,10 @@
 A limit of ``rate`` per second with ``burst`` is enforced as a sliding window of
 ``burst`` requests per ``burst / rate`` seconds: a client may spend its burst at
 once, and over any longer period averages no more than ``rate``.
+
+In memory, the synchronous strategy is used directly: every call is a few
+dictionary operations, and wrapping them in coroutines and locks would cost
+more than the check itself on the request path.
 """
 
 from __future__ import annotations
@@ -11,19 +15,17 @@ import math
 import time
 
 from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 from strongroom.ports import RateDecision, RateLimiter
 
 
-class LimitsRateLimiter(RateLimiter):
-    """``RateLimiter`` backed by a ``limits`` async storage URI (``async+memory://``)."""
+class MemoryRateLimiter(RateLimiter):
+    """``RateLimiter`` for one process, on ``limits``' in-memory storage."""
 
-    def __init__(
-        self, storage_uri: str = "async+memory://", *, namespace: str = "strongroom"
-    ) -> None:
-        self._limiter = SlidingWindowCounterRateLimiter(storage_from_string(storage_uri))
+    def __init__(self, *, namespace: str = "strongroom") -> None:
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._namespace = namespace
         self._items: dict[tuple[float, int], RateLimitItem] = {}
 
@@ -37,15 +39,15 @@ class LimitsRateLimiter(RateLimiter):
 
     async def hit(self, bucket: str, *, rate: float, burst: int) -> RateDecision:
         item = self._item(rate, burst)
-        allowed = await self._limiter.hit(item, bucket)
-        return await self._decision(item, bucket, allowed)
+        allowed = self._limiter.hit(item, bucket)
+        return self._decision(item, bucket, allowed)
 
     async def peek(self, bucket: str, *, rate: float, burst: int) -> RateDecision:
         item = self._item(rate, burst)
-        allowed = await self._limiter.test(item, bucket)
-        return await self._decision(item, bucket, allowed)
+        allowed = self._limiter.test(item, bucket)
+        return self._decision(item, bucket, allowed)
 
-    async def _decision(self, item: RateLimitItem, bucket: str, allowed: bool) -> RateDecision:
-        stats = await self._limiter.get_window_stats(item, bucket)
+    def _decision(self, item: RateLimitItem, bucket: str, allowed: bool) -> RateDecision:
+        stats = self._limiter.get_window_stats(item, bucket)
         reset_at = stats.reset_time if stats.reset_time > 0 else time.time() + item.get_expiry()
         return RateDecision(allowed, item.amount, max(0, stats.remaining), reset_at)

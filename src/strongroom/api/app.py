@@ -18,7 +18,8 @@ from starlette.responses import Response
 import strongroom
 from strongroom.api.middleware import Authentication, BodyLimit, RequestContext, UrlScreening
 from strongroom.api.problems import problem, problem_for
-from strongroom.api.routes import ROUTERS
+from strongroom.api.routes import FAST_ROUTES, ROUTERS
+from strongroom.api.routes.events import OPENAPI_PATHS
 from strongroom.api.state import GatewayState, open_gateway
 from strongroom.config import Settings
 from strongroom.domain.events import EventBatch, PaymentEvent
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.router.routes.extend(FAST_ROUTES)
     for router in ROUTERS:
         app.include_router(router)
     _install_error_handlers(app)
@@ -164,6 +166,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    schema.setdefault("paths", {}).update(OPENAPI_PATHS)
     _, definitions = models_json_schema(
         [(PaymentEvent, "validation"), (EventBatch, "validation")],
         ref_template="#/components/schemas/{model}",

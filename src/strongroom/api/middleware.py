@@ -84,6 +84,20 @@ class RequestContext:
         self.metrics = metrics
         self.logger = logger
         self.access_log = access_log
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _series(self, template: str, method: str, status: int) -> tuple[Any, Any]:
+        # Looking up labelled children costs a lock and a tuple hash each time;
+        # routes x methods x statuses is small, so keep their bound methods.
+        key = (template, method, status)
+        series = self._children.get(key)
+        if series is None:
+            series = (
+                self.metrics.request_duration.labels(template, method).observe,
+                self.metrics.requests.labels(template, method, str(status)).inc,
+            )
+            self._children[key] = series
+        return series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,8 +136,9 @@ class RequestContext:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         method = scope["method"]
-        self.metrics.request_duration.labels(template, method).observe(duration)
-        self.metrics.requests.labels(template, method, str(status)).inc()
+        observe, count = self._series(template, method, status)
+        observe(duration)
+        count()
         if self.access_log:
             principal = request_state.get("principal")
             self.logger.info(

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Final
 
-from strongroom.adapters.ratelimit import LimitsRateLimiter
+from strongroom.adapters.ratelimit import MemoryRateLimiter
 from strongroom.adapters.store import Store, open_store
 from strongroom.config import Settings, load_settings
 from strongroom.crypto.keyed_hash import keyed_hash, load_or_create_pepper
@@ -93,7 +93,7 @@ async def open_gateway(
     return GatewayState(
         settings=settings,
         store=store,
-        limiter=LimitsRateLimiter(),
+        limiter=MemoryRateLimiter(),
         keys=keys,
         tenants=tenants,
         usage=UsageRecorder(store.usage, clock),

@@ -193,11 +193,22 @@ def _luhn(digits: str) -> bool:
 
 def _scan(text: str) -> Iterator[tuple[int, int]]:
     """Yield the span of every PAN made of ASCII digits in ``text``; spans may overlap."""
-    if len(text) < _MIN_PAN_DIGITS or _RUN.search(text) is None:
-        return
-    # Blanking with letters keeps every position, so spans still index ``text``.
+    first = _first_run(text)
+    if first is not None:
+        yield from _scan_from(text, first)
+
+
+def _first_run(text: str) -> re.Match[str] | None:
+    if len(text) < _MIN_PAN_DIGITS:
+        return None
+    return _RUN.search(text)
+
+
+def _scan_from(text: str, first: re.Match[str]) -> Iterator[tuple[int, int]]:
+    # Blanking with letters keeps every position, so spans still index ``text``, and no run
+    # can start before the first one already found.
     text = _HEX_IDENTIFIER.sub(_blank, text)
-    for match in _RUN.finditer(text):
+    for match in _RUN.finditer(text, first.start()):
         run = match.group()
         if " " in run or "-" in run:
             yield from _scan_grouped(run, match.start())
@@ -272,13 +283,11 @@ def _merge(spans: Iterator[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def contains_pan(text: str) -> bool:
     """Return True if ``text`` holds at least one PAN (see the module invariants)."""
-    if text.isascii():
-        # Most strings are short or hold no long digit run; decide those without a generator.
-        if len(text) < _MIN_PAN_DIGITS or _RUN.search(text) is None:
-            return False
-    else:
+    if not text.isascii():
         text = _fold(text)
-    return next(_scan(text), None) is not None
+    # Most strings on the hot path hold no long digit run; decide those without a generator.
+    first = _first_run(text)
+    return first is not None and next(_scan_from(text, first), None) is not None
 
 
 def find_pan_spans(text: str) -> list[tuple[int, int]]:

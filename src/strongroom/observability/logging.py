@@ -13,6 +13,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 from strongroom.domain.cards import mask_pans
@@ -54,10 +55,22 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+def _dumps(value: Any, **_: Any) -> bytes:
+    return orjson.dumps(value, default=str)
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """JSON lines on stderr (or ``stream``), one object per event, redacted."""
     target = stream or sys.stderr
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    binary = getattr(target, "buffer", None)
+    # orjson renders to bytes; write them straight to the binary stream when
+    # there is one, which skips a decode and an encode per line.
+    renderer: Any = structlog.processors.JSONRenderer(serializer=_dumps)
+    factory: Any = structlog.BytesLoggerFactory(binary)
+    if binary is None:
+        renderer = structlog.processors.JSONRenderer()
+        factory = structlog.PrintLoggerFactory(target)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -65,10 +78,10 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact,
-            structlog.processors.JSONRenderer(),
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(target),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
     # Libraries log through the standard library; route them to the same stream

@@ -13,7 +13,7 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from strongroom.domain.events import INGEST_BODY, SINGLE_EVENT, EventBatch, PaymentEvent
+from strongroom.domain.events import BATCH, SINGLE_EVENT, PaymentEvent, is_batch_body
 from strongroom.domain.topics import TOKENIZED
 from strongroom.errors import FieldError, InvalidRequest, PayloadTooLarge
 from strongroom.ports import AppendResult, EventLog, NewRecord
@@ -39,13 +39,12 @@ def field_path(location: Sequence[int | str]) -> str:
     return path
 
 
-def validation_errors(exc: ValidationError, *, tagged: bool) -> tuple[FieldError, ...]:
-    """Field errors without input values; ``tagged`` drops the union tag pydantic prepends."""
-    errors = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        location = error["loc"][1:] if tagged else error["loc"]
-        errors.append(FieldError(field_path(location) or "body", error["msg"]))
-    return tuple(errors)
+def validation_errors(exc: ValidationError) -> tuple[FieldError, ...]:
+    """Field errors without input values."""
+    return tuple(
+        FieldError(field_path(error["loc"]) or "body", error["msg"])
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    )
 
 
 class IngestService:
@@ -62,11 +61,12 @@ class IngestService:
             CardDataRefused, InvalidRequest, PayloadTooLarge.
         """
         screen(body)
+        batch = allow_batch and is_batch_body(body)
         try:
-            if allow_batch:
-                parsed: EventBatch | PaymentEvent = INGEST_BODY.validate_json(body)
+            if batch:
+                events = BATCH.validate_json(body).events
             else:
-                parsed = SINGLE_EVENT.validate_json(body)
+                events = [SINGLE_EVENT.validate_json(body)]
         except ValidationError as exc:
             if exc.error_count() == 1 and exc.errors()[0]["type"] in _JSON_ERRORS:
                 raise InvalidRequest(
@@ -75,11 +75,9 @@ class IngestService:
                 ) from None
             raise InvalidRequest(
                 "One or more events are invalid; nothing was accepted.",
-                validation_errors(exc, tagged=allow_batch),
+                validation_errors(exc),
             ) from None
-        if isinstance(parsed, EventBatch):
-            return parsed.events, True
-        return [parsed], False
+        return events, batch
 
     def to_records(self, tenant: str, events: list[PaymentEvent], batch: bool) -> list[NewRecord]:
         records = []

@@ -6,10 +6,12 @@ from strongroom.api.routes import admin, audit, events, keys, operations, stream
 
 ROUTERS = (
     operations.router,
-    events.router,
     streams.router,
     keys.router,
     usage.router,
     admin.router,
     audit.router,
 )
+
+#: Plain Starlette routes served before the FastAPI routers (the ingest hot path).
+FAST_ROUTES = events.routes
