@@ -10,6 +10,7 @@ Rules:
 
 from __future__ import annotations
 
+from typing import Final
 from urllib.parse import unquote
 
 import orjson
@@ -17,10 +18,13 @@ import orjson
 from strongroom.domain.cards import (
     Finding,
     contains_pan,
-    raw_may_contain_pan_or_sad,
+    raw_body_is_clean,
+    raw_digit_run_longer_than,
     screen_document,
 )
 from strongroom.errors import CardDataRefused, FieldError, InvalidRequest
+
+MAX_DIGIT_RUN: Final = 256
 
 
 def screen(body: bytes) -> None:
@@ -30,8 +34,14 @@ def screen(body: bytes) -> None:
         CardDataRefused: ``sensitive_authentication_data`` or ``pan_detected``,
             naming the field paths and never the digits.
     """
-    if not raw_may_contain_pan_or_sad(body):
+    if raw_body_is_clean(body):
         return
+    if raw_digit_run_longer_than(body, MAX_DIGIT_RUN):
+        # No field accepts hundreds of digits, and scanning such a run window by
+        # window is the costliest input there is; refuse it before the walk.
+        raise InvalidRequest(
+            f"A value holds a run of more than {MAX_DIGIT_RUN} digits; no field accepts that."
+        )
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
