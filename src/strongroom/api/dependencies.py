@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import orjson
@@ -33,6 +34,19 @@ def principal(request: Request, scope: Scope) -> Principal:
     if scope not in caller.scopes:
         raise PermissionDenied(f"This API key lacks the scope '{scope.value}'.")
     return caller
+
+
+def requires(scope: Scope) -> Callable[[Request], Principal]:
+    """A route dependency: the caller, who must hold ``scope``.
+
+    As a dependency it runs before the body is validated, so a key without the
+    scope gets 403 whatever it sent.
+    """
+
+    def dependency(request: Request) -> Principal:
+        return principal(request, scope)
+
+    return dependency
 
 
 async def screened_body(request: Request) -> None:

@@ -80,7 +80,8 @@ async def open_gateway(
     store = await open_store(settings, migrate=migrate)
     clock = SystemClock()
     audit = AuditTrail(store.audit, signer, clock)
-    tenants = TenantService(store.tenants, store.keys, store.usage, store.log, clock, audit)
+    usage = UsageRecorder(store.usage, clock)
+    tenants = TenantService(store.tenants, store.keys, usage, store.log, clock, audit)
     keys = KeyService(
         store.keys,
         store.tenants,
@@ -96,7 +97,7 @@ async def open_gateway(
         limiter=MemoryRateLimiter(),
         keys=keys,
         tenants=tenants,
-        usage=UsageRecorder(store.usage, clock),
+        usage=usage,
         audit=audit,
         ingest=IngestService(store.log, max_event_bytes=settings.max_event_bytes),
         pepper=pepper,

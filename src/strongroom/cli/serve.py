@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -59,4 +61,19 @@ def serve(
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
         backlog=4096,
     )
-    uvicorn.Server(config).run()
+    _Server(config).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, exiting 0 after a graceful shutdown on SIGTERM or SIGINT.
+
+    uvicorn re-raises the signal it caught once it has shut down, so the process
+    would die by that signal after finishing cleanly; supervisors then report a
+    failure. The shutdown is complete at that point, so the exit is a success.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()

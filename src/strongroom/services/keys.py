@@ -32,6 +32,7 @@ from strongroom.domain.access import (
 from strongroom.domain.tenancy import ApiKeyRecord, TenantStatus
 from strongroom.errors import (
     AuthenticationFailed,
+    Conflict,
     InvalidRequest,
     NotFound,
     PermissionDenied,
@@ -87,6 +88,7 @@ class KeyService:
         self.configured = configured or ConfiguredKeys(pepper, (), ())
         self._cache_seconds = cache_seconds
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._tenant_statuses: dict[str, tuple[TenantStatus | None, float]] = {}
         self._last_used: dict[str, float] = {}
 
     # -- authentication ---------------------------------------------------------
@@ -103,6 +105,9 @@ class KeyService:
             principal = self.configured.match(presented)
             if principal is None:
                 raise AuthenticationFailed("unknown")
+            status = await self._tenant_status(principal.tenant, self._clock.now())
+            if status is TenantStatus.SUSPENDED:
+                raise TenantSuspended()
             return principal
         parsed = api_keys.parse(presented)
         if parsed is None:
@@ -146,10 +151,20 @@ class KeyService:
             self._cache.popitem(last=False)
         return cached
 
+    async def _tenant_status(self, tenant_id: str, now: float) -> TenantStatus | None:
+        """A tenant's status, cached like key records (configured keys have no record)."""
+        cached = self._tenant_statuses.get(tenant_id)
+        if cached is None or now - cached[1] >= self._cache_seconds:
+            tenant = await self._tenants.get(tenant_id)
+            cached = (tenant.status if tenant else None, now)
+            self._tenant_statuses[tenant_id] = cached
+        return cached[0]
+
     def forget(self, key_id: str | None = None) -> None:
         """Drop cached records (one key, or all after a tenant changes state)."""
         if key_id is None:
             self._cache.clear()
+            self._tenant_statuses.clear()
         else:
             self._cache.pop(key_id, None)
 
@@ -282,7 +297,7 @@ class KeyService:
             rate_limit=(old.rate_limit_rps, old.rate_limit_burst),
         )  # fmt: skip
         if not await self._keys.rotate(key_id, issued.record, now + grace_seconds):
-            raise InvalidRequest("This key is revoked or was already rotated.")
+            raise Conflict("This key is revoked or was already rotated.")
         self.forget(key_id)
         await self._audit.record(
             "key.rotated", actor=_actor(granted_by), tenant=tenant_id, resource=key_id,

@@ -29,9 +29,9 @@ from strongroom.ports import (
     Clock,
     EventLog,
     TenantRepository,
-    UsageRepository,
 )
 from strongroom.services.audit import AuditTrail, cli_actor
+from strongroom.services.usage import UsageRecorder
 
 EXPORT_PAGE: Final = 500
 
@@ -41,7 +41,7 @@ class TenantService:
         self,
         tenants: TenantRepository,
         keys: ApiKeyRepository,
-        usage: UsageRepository,
+        usage: UsageRecorder,
         log: EventLog,
         clock: Clock,
         audit: AuditTrail,
@@ -157,6 +157,8 @@ class TenantService:
             raise NotFound("There is no such tenant.")
         erased = await self._log.erase_tenant(tenant.id)
         await self._tenants.erase(tenant.id, self._clock.now())
+        # Counts still in memory would recreate the erased usage at the next flush.
+        self._usage.discard(tenant.id)
         await self._audit.record(
             "tenant.erased", actor=actor or cli_actor(), tenant=tenant.id, resource=tenant.id,
             details={"records_erased": erased},

@@ -40,6 +40,11 @@ class UsageRecorder:
         totals[0] += count
         totals[1] += size
 
+    def discard(self, tenant_id: str) -> None:
+        """Drop counts not yet flushed for an erased tenant."""
+        for key in [k for k in self._pending if k[0] == tenant_id]:
+            del self._pending[key]
+
     async def flush(self) -> None:
         if not self._pending:
             return

@@ -28,11 +28,12 @@ class SqlTenantRepository(TenantRepository):
             id=tenant.id, name=tenant.name, status=tenant.status.value,
             created_at=tenant.created_at, updated_at=tenant.updated_at,
         )  # fmt: skip
-        try:
-            async with translate_errors(), self._engine.begin() as connection:
-                await connection.execute(statement)
-        except IntegrityError:
-            raise Conflict(f"A tenant named {tenant.name!r} already exists.") from None
+        async with translate_errors():
+            try:
+                async with self._engine.begin() as connection:
+                    await connection.execute(statement)
+            except IntegrityError:
+                raise Conflict(f"A tenant named {tenant.name!r} already exists.") from None
 
     async def get(self, tenant_id: str) -> Tenant | None:
         async with translate_errors(), self._engine.connect() as connection:

@@ -182,7 +182,8 @@ class SqliteAuditLog(AuditLog):
     async def _with_nodes(self, work: Callable[[merkle.GetNode], object], tree_size: int) -> object:
         size = await self.size()
         if not 0 < tree_size <= size:
-            raise NotFound(f"The audit log has {size} records; ask for a tree size 1 to {size}.")
+            # The size is not named: it would tell any tenant how busy the install is.
+            raise NotFound("The audit log has no tree of that size.")
         return await self._database.read(lambda c: work(_get_node(c)))
 
     async def root(self, tree_size: int) -> bytes:

@@ -8,14 +8,16 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
-from strongroom.api.dependencies import gateway, json_response, principal, screened_body
+from strongroom.api.dependencies import gateway, json_response, requires, screened_body
 from strongroom.domain.access import Scope
 from strongroom.domain.tenancy import TenantStatus
+from strongroom.services.auth import Principal
 from strongroom.services.tenants import tenant_view
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(screened_body)])
 
 TenantRef = Annotated[str, Path(min_length=1, max_length=128)]
+PlatformCaller = Annotated[Principal, Depends(requires(Scope.TENANTS_ADMIN))]
 
 
 class CreateTenant(BaseModel):
@@ -25,8 +27,11 @@ class CreateTenant(BaseModel):
 
 
 @router.post("/v1/admin/tenants", status_code=201, summary="Create a tenant")
-async def create_tenant(request: Request, body: CreateTenant) -> Response:
-    caller = principal(request, Scope.TENANTS_ADMIN)
+async def create_tenant(
+    request: Request,
+    caller: PlatformCaller,
+    body: CreateTenant,
+) -> Response:
     tenant = await gateway(request).tenants.create(body.name, actor=caller.key_id)
     return json_response(tenant_view(tenant), status_code=201)
 
@@ -34,23 +39,27 @@ async def create_tenant(request: Request, body: CreateTenant) -> Response:
 @router.get("/v1/admin/tenants", summary="List tenants")
 async def list_tenants(
     request: Request,
+    caller: PlatformCaller,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    principal(request, Scope.TENANTS_ADMIN)
     tenants = await gateway(request).tenants.list(after=after, limit=limit)
     next_after = tenants[-1].id if len(tenants) == limit else None
     return json_response({"data": [tenant_view(t) for t in tenants], "next": next_after})
 
 
 @router.get("/v1/admin/tenants/{tenant}", summary="One tenant, by id or name")
-async def show_tenant(request: Request, tenant: TenantRef) -> Response:
-    principal(request, Scope.TENANTS_ADMIN)
+async def show_tenant(
+    request: Request,
+    caller: PlatformCaller,
+    tenant: TenantRef,
+) -> Response:
     return json_response(tenant_view(await gateway(request).tenants.get(tenant)))
 
 
-async def _set_status(request: Request, tenant: str, status: TenantStatus) -> Response:
-    caller = principal(request, Scope.TENANTS_ADMIN)
+async def _set_status(
+    request: Request, caller: Principal, tenant: str, status: TenantStatus
+) -> Response:
     state = gateway(request)
     updated = await state.tenants.set_status(tenant, status, actor=caller.key_id)
     # Cached key records carry their tenant's status; drop them so the change bites now.
@@ -59,25 +68,31 @@ async def _set_status(request: Request, tenant: str, status: TenantStatus) -> Re
 
 
 @router.post("/v1/admin/tenants/{tenant}/suspend", summary="Suspend a tenant: its keys get 403")
-async def suspend_tenant(request: Request, tenant: TenantRef) -> Response:
-    return await _set_status(request, tenant, TenantStatus.SUSPENDED)
+async def suspend_tenant(request: Request, caller: PlatformCaller, tenant: TenantRef) -> Response:
+    return await _set_status(request, caller, tenant, TenantStatus.SUSPENDED)
 
 
 @router.post("/v1/admin/tenants/{tenant}/resume", summary="Resume a suspended tenant")
-async def resume_tenant(request: Request, tenant: TenantRef) -> Response:
-    return await _set_status(request, tenant, TenantStatus.ACTIVE)
+async def resume_tenant(request: Request, caller: PlatformCaller, tenant: TenantRef) -> Response:
+    return await _set_status(request, caller, tenant, TenantStatus.ACTIVE)
 
 
 @router.get("/v1/admin/tenants/{tenant}/export", summary="All of a tenant's data as JSON lines")
-async def export_tenant(request: Request, tenant: TenantRef) -> Response:
-    caller = principal(request, Scope.TENANTS_ADMIN)
+async def export_tenant(
+    request: Request,
+    caller: PlatformCaller,
+    tenant: TenantRef,
+) -> Response:
     lines = await gateway(request).tenants.export(tenant, actor=caller.key_id)
     return StreamingResponse(lines, media_type="application/x-ndjson")
 
 
 @router.delete("/v1/admin/tenants/{tenant}", summary="Erase a tenant's data")
-async def erase_tenant(request: Request, tenant: TenantRef) -> Response:
-    caller = principal(request, Scope.TENANTS_ADMIN)
+async def erase_tenant(
+    request: Request,
+    caller: PlatformCaller,
+    tenant: TenantRef,
+) -> Response:
     state = gateway(request)
     tombstone, erased = await state.tenants.erase(tenant, actor=caller.key_id)
     state.keys.forget()

@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from strongroom.api.dependencies import gateway, json_response, principal
+from strongroom.api.dependencies import gateway, json_response, requires
 from strongroom.domain.access import Scope
 from strongroom.errors import NotFound
 from strongroom.ports import AuditQuery
+from strongroom.services.auth import Principal
 
+AuditReader = Annotated[Principal, Depends(requires(Scope.AUDIT_READ))]
 router = APIRouter(tags=["audit"])
 
 NAME: Final = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -21,6 +23,7 @@ NAME: Final = r"^[A-Za-z0-9._:-]{1,64}$"
 @router.get("/v1/audit", summary="Audit records of the caller's tenant (all, for the platform)")
 async def list_audit(
     request: Request,
+    caller: AuditReader,
     actor: Annotated[str | None, Query(pattern=NAME)] = None,
     action: Annotated[str | None, Query(pattern=NAME)] = None,
     since: Annotated[datetime | None, Query(alias="from")] = None,
@@ -28,7 +31,6 @@ async def list_audit(
     after: Annotated[int | None, Query(ge=-1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    caller = principal(request, Scope.AUDIT_READ)
     records = await gateway(request).audit.query(
         AuditQuery(
             tenant=None if caller.platform else caller.tenant,
@@ -45,8 +47,7 @@ async def list_audit(
 
 
 @router.get("/v1/audit/checkpoints/latest", summary="The newest signed checkpoint")
-async def latest_checkpoint(request: Request) -> Response:
-    principal(request, Scope.AUDIT_READ)
+async def latest_checkpoint(request: Request, caller: AuditReader) -> Response:
     trail = gateway(request).audit
     latest = await trail.latest_checkpoint()
     if latest is None:
@@ -69,10 +70,16 @@ async def latest_checkpoint(request: Request) -> Response:
 @router.get("/v1/audit/proof/inclusion", summary="RFC 9162 inclusion proof of one record")
 async def inclusion_proof(
     request: Request,
+    caller: AuditReader,
     seq: Annotated[int, Query(ge=0)],
     tree_size: Annotated[int, Query(ge=1)],
 ) -> Response:
-    principal(request, Scope.AUDIT_READ)
+    if not caller.platform:
+        own = await gateway(request).audit.query(
+            AuditQuery(tenant=caller.tenant, after=seq - 1, limit=1)
+        )
+        if not own or own[0].seq != seq:
+            raise NotFound("There is no such audit record.")
     log = gateway(request).store.audit
     proof = await log.inclusion_proof(seq, tree_size)
     return json_response(
@@ -89,10 +96,10 @@ async def inclusion_proof(
 @router.get("/v1/audit/proof/consistency", summary="RFC 9162 consistency proof between sizes")
 async def consistency_proof(
     request: Request,
+    caller: AuditReader,
     first: Annotated[int, Query(ge=1)],
     second: Annotated[int, Query(ge=1)],
 ) -> Response:
-    principal(request, Scope.AUDIT_READ)
     log = gateway(request).store.audit
     proof = await log.consistency_proof(first, second)
     return json_response(

@@ -9,12 +9,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
-from strongroom.api.dependencies import gateway, json_response, principal, screened_body
+from strongroom.api.dependencies import gateway, json_response, requires, screened_body
 from strongroom.domain.access import Role, Scope, parse_scopes
 from strongroom.errors import InvalidRequest
+from strongroom.services.auth import Principal
 from strongroom.services.keys import DEFAULT_GRACE_SECONDS, IssuedKey
 from strongroom.services.tenants import key_view
 
+KeyManager = Annotated[Principal, Depends(requires(Scope.KEYS_MANAGE))]
 router = APIRouter(tags=["keys"], dependencies=[Depends(screened_body)])
 
 KeyId = Annotated[str, Path(pattern=r"^key_[0-9A-Za-z]{12}$")]
@@ -54,8 +56,11 @@ def _timestamp(value: datetime | None) -> float | None:
 
 
 @router.post("/v1/keys", status_code=201, summary="Create an API key (the secret is shown once)")
-async def create_key(request: Request, body: CreateKey) -> Response:
-    caller = principal(request, Scope.KEYS_MANAGE)
+async def create_key(
+    request: Request,
+    caller: KeyManager,
+    body: CreateKey,
+) -> Response:
     try:
         scopes = None if body.scopes is None else parse_scopes(body.scopes)
     except ValueError as exc:
@@ -76,18 +81,21 @@ async def create_key(request: Request, body: CreateKey) -> Response:
 @router.get("/v1/keys", summary="List the tenant's API keys (never secrets)")
 async def list_keys(
     request: Request,
+    caller: KeyManager,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    caller = principal(request, Scope.KEYS_MANAGE)
     records = await gateway(request).keys.list(caller.tenant, after=after, limit=limit)
     next_after = records[-1].id if len(records) == limit else None
     return json_response({"data": [key_view(r) for r in records], "next": next_after})
 
 
 @router.get("/v1/keys/{key_id}", summary="One API key (never its secret)")
-async def get_key(request: Request, key_id: KeyId) -> Response:
-    caller = principal(request, Scope.KEYS_MANAGE)
+async def get_key(
+    request: Request,
+    caller: KeyManager,
+    key_id: KeyId,
+) -> Response:
     return json_response(key_view(await gateway(request).keys.get(caller.tenant, key_id)))
 
 
@@ -96,8 +104,12 @@ async def get_key(request: Request, key_id: KeyId) -> Response:
     status_code=201,
     summary="Replace a key; the old one works until its grace period ends",
 )
-async def rotate_key(request: Request, key_id: KeyId, body: RotateKey | None = None) -> Response:
-    caller = principal(request, Scope.KEYS_MANAGE)
+async def rotate_key(
+    request: Request,
+    caller: KeyManager,
+    key_id: KeyId,
+    body: RotateKey | None = None,
+) -> Response:
     grace = (body or RotateKey()).grace_period_seconds
     issued = await gateway(request).keys.rotate(
         caller.tenant, key_id, grace_seconds=grace, granted_by=caller
@@ -106,7 +118,10 @@ async def rotate_key(request: Request, key_id: KeyId, body: RotateKey | None = N
 
 
 @router.delete("/v1/keys/{key_id}", status_code=204, summary="Revoke a key at once")
-async def revoke_key(request: Request, key_id: KeyId) -> Response:
-    caller = principal(request, Scope.KEYS_MANAGE)
+async def revoke_key(
+    request: Request,
+    caller: KeyManager,
+    key_id: KeyId,
+) -> Response:
     await gateway(request).keys.revoke(caller.tenant, key_id, revoked_by=caller)
     return Response(status_code=204)

@@ -9,12 +9,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from strongroom.api.dependencies import gateway, json_response, principal, screened_body
+from strongroom.api.dependencies import gateway, json_response, requires, screened_body
 from strongroom.domain.access import Scope
 from strongroom.domain.topics import AUDIT, TOKENIZED, dead_letter_topic
 from strongroom.errors import NotFound
 from strongroom.ports import StoredRecord
+from strongroom.services.auth import Principal
 
+StreamReader = Annotated[Principal, Depends(requires(Scope.STREAMS_READ))]
 router = APIRouter(tags=["streams"], dependencies=[Depends(screened_body)])
 
 READABLE_TOPICS: Final = frozenset({TOKENIZED, dead_letter_topic(TOKENIZED), AUDIT})
@@ -68,11 +70,11 @@ def _known(topic: str, topics: frozenset[str]) -> str:
 @router.get("/v1/streams/{topic}", summary="Read a topic in offset order")
 async def read_topic(
     request: Request,
+    caller: StreamReader,
     topic: TopicName,
     after: Annotated[int | None, Query(ge=-1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    caller = principal(request, Scope.STREAMS_READ)
     records = await gateway(request).log.read(
         _known(topic, READABLE_TOPICS), tenant=caller.tenant, after=after, limit=limit
     )
@@ -85,9 +87,12 @@ async def read_topic(
     summary="Deliver records to a consumer-group member (at least once)",
 )
 async def group_read(
-    request: Request, topic: TopicName, group: GroupName, body: GroupReadRequest
+    request: Request,
+    caller: StreamReader,
+    topic: TopicName,
+    group: GroupName,
+    body: GroupReadRequest,
 ) -> Response:
-    caller = principal(request, Scope.STREAMS_READ)
     state = gateway(request)
     settings = state.settings
     deliveries = await state.log.group_read(
@@ -107,9 +112,12 @@ async def group_read(
 
 @router.post("/v1/streams/{topic}/groups/{group}/ack", summary="Acknowledge delivered records")
 async def group_ack(
-    request: Request, topic: TopicName, group: GroupName, body: AckRequest
+    request: Request,
+    caller: StreamReader,
+    topic: TopicName,
+    group: GroupName,
+    body: AckRequest,
 ) -> Response:
-    caller = principal(request, Scope.STREAMS_READ)
     settled = await gateway(request).log.group_ack(
         _known(topic, GROUP_TOPICS), group, tenant=caller.tenant, offsets=body.offsets
     )
@@ -119,11 +127,11 @@ async def group_ack(
 @router.get("/v1/streams/{topic}/dead-letters", summary="List a topic's dead letters")
 async def list_dead_letters(
     request: Request,
+    caller: StreamReader,
     topic: TopicName,
     group: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    caller = principal(request, Scope.STREAMS_READ)
     letters = await gateway(request).log.dead_letters(
         _known(topic, GROUP_TOPICS), tenant=caller.tenant, group=group, limit=limit
     )
@@ -150,9 +158,12 @@ async def list_dead_letters(
     summary="Make a group's dead letters deliverable again",
 )
 async def replay_dead_letters(
-    request: Request, topic: TopicName, group: GroupName, body: ReplayRequest
+    request: Request,
+    caller: StreamReader,
+    topic: TopicName,
+    group: GroupName,
+    body: ReplayRequest,
 ) -> Response:
-    caller = principal(request, Scope.STREAMS_READ)
     state = gateway(request)
     replayed = await state.log.replay_dead_letters(
         _known(topic, GROUP_TOPICS),

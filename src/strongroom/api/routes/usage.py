@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from strongroom.api.dependencies import gateway, json_response, principal
+from strongroom.api.dependencies import gateway, json_response, requires
 from strongroom.domain.access import Scope
 from strongroom.errors import InvalidRequest
+from strongroom.services.auth import Principal
 
+UsageReader = Annotated[Principal, Depends(requires(Scope.USAGE_READ))]
 router = APIRouter(tags=["usage"])
 
 MAX_DAYS = 400
@@ -21,11 +22,11 @@ MAX_DAYS = 400
 @router.get("/v1/usage", summary="Usage of the caller's tenant per day and operation")
 async def usage(
     request: Request,
+    caller: UsageReader,
     first: Annotated[date | None, Query(alias="from")] = None,
     last: Annotated[date | None, Query(alias="to")] = None,
 ) -> Response:
-    caller = principal(request, Scope.USAGE_READ)
-    today = date.fromtimestamp(time.time())
+    today = datetime.now(UTC).date()
     last = last or today
     first = first or last.replace(day=1)
     if first > last:
