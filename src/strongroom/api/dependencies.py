@@ -16,6 +16,8 @@ from strongroom.services.auth import Principal
 from strongroom.services.screening import screen
 
 JSON: Final = "application/json"
+#: Offsets and sequence numbers are stored as signed 64-bit integers; larger ones are 422.
+MAX_INT64: Final = 2**63 - 1
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

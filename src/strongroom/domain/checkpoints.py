@@ -83,8 +83,9 @@ def parse(text: str) -> SignedCheckpoint:
         timestamp = int(lines[3].removeprefix("timestamp "))
     except ValueError as exc:
         raise CheckpointError("a checkpoint's size, root or timestamp is malformed") from exc
-    if size < 0 or len(root) != hashlib.sha256().digest_size or str(size) != lines[1]:
-        raise CheckpointError("a checkpoint's size or root hash is out of range")
+    canonical = str(size) == lines[1] and str(timestamp) == lines[3].removeprefix("timestamp ")
+    if size < 0 or len(root) != hashlib.sha256().digest_size or not canonical:
+        raise CheckpointError("a checkpoint's size, root hash or timestamp is not canonical")
     signature_line = signatures.rstrip("\n").split("\n")[0]
     if not signature_line.startswith(SIGNATURE_PREFIX):
         raise CheckpointError("the signature line must start with an em dash and a space")

@@ -8,7 +8,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from strongroom.api.dependencies import gateway, json_response, requires
+from strongroom.api.dependencies import MAX_INT64, gateway, json_response, requires
 from strongroom.domain.access import Scope
 from strongroom.errors import NotFound
 from strongroom.ports import AuditQuery
@@ -28,7 +28,7 @@ async def list_audit(
     action: Annotated[str | None, Query(pattern=NAME)] = None,
     since: Annotated[datetime | None, Query(alias="from")] = None,
     until: Annotated[datetime | None, Query(alias="to")] = None,
-    after: Annotated[int | None, Query(ge=-1)] = None,
+    after: Annotated[int | None, Query(ge=-1, le=MAX_INT64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     records = await gateway(request).audit.query(
@@ -71,8 +71,8 @@ async def latest_checkpoint(request: Request, caller: AuditReader) -> Response:
 async def inclusion_proof(
     request: Request,
     caller: AuditReader,
-    seq: Annotated[int, Query(ge=0)],
-    tree_size: Annotated[int, Query(ge=1)],
+    seq: Annotated[int, Query(ge=0, le=MAX_INT64)],
+    tree_size: Annotated[int, Query(ge=1, le=MAX_INT64)],
 ) -> Response:
     if not caller.platform:
         own = await gateway(request).audit.query(
@@ -97,8 +97,8 @@ async def inclusion_proof(
 async def consistency_proof(
     request: Request,
     caller: AuditReader,
-    first: Annotated[int, Query(ge=1)],
-    second: Annotated[int, Query(ge=1)],
+    first: Annotated[int, Query(ge=1, le=MAX_INT64)],
+    second: Annotated[int, Query(ge=1, le=MAX_INT64)],
 ) -> Response:
     log = gateway(request).store.audit
     proof = await log.consistency_proof(first, second)

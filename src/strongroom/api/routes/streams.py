@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from strongroom.api.dependencies import gateway, json_response, requires, screened_body
+from strongroom.api.dependencies import MAX_INT64, gateway, json_response, requires, screened_body
 from strongroom.domain.access import Scope
 from strongroom.domain.topics import AUDIT, TOKENIZED, dead_letter_topic
 from strongroom.errors import NotFound
@@ -38,13 +38,13 @@ class GroupReadRequest(BaseModel):
 class AckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    offsets: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=1000)
+    offsets: list[Annotated[int, Field(ge=0, le=MAX_INT64)]] = Field(min_length=1, max_length=1000)
 
 
 class ReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dead_letter_offsets: list[Annotated[int, Field(ge=0)]] | None = Field(
+    dead_letter_offsets: list[Annotated[int, Field(ge=0, le=MAX_INT64)]] | None = Field(
         default=None, max_length=1000
     )
 
@@ -72,7 +72,7 @@ async def read_topic(
     request: Request,
     caller: StreamReader,
     topic: TopicName,
-    after: Annotated[int | None, Query(ge=-1)] = None,
+    after: Annotated[int | None, Query(ge=-1, le=MAX_INT64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     records = await gateway(request).log.read(
