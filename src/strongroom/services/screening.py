@@ -11,7 +11,7 @@ Rules:
 from __future__ import annotations
 
 from typing import Final
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 import orjson
 
@@ -85,7 +85,7 @@ def screen_url(path: str, query_string: bytes) -> None:
     places = []
     if contains_pan(unquote(path)):
         places.append(FieldError("path", "contains a card number"))
-    if query_string and contains_pan(unquote(query_string.decode("latin-1"))):
+    if query_string and contains_pan(unquote_plus(query_string.decode("latin-1"))):
         places.append(FieldError("query", "contains a card number"))
     if places:
         raise CardDataRefused(
