@@ -74,7 +74,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     # Starlette wraps in reverse order of addition: the last added is outermost.
     app.add_middleware(Authentication, holder=app.state)
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, metrics=metrics)
     app.add_middleware(UrlScreening)
     app.add_middleware(
         RequestContext,

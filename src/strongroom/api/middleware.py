@@ -52,6 +52,7 @@ SECURITY_HEADERS: Final = [
 ]
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_INGEST_PREFIX: Final = "/v1/events"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -169,33 +170,60 @@ class UrlScreening:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    """413 for bodies over the limit, before any route reads them.
+
+    The body is read here, at most ``limit`` bytes of it, and replayed to the
+    app; a route never sees an oversized body, and the answer is the same 413
+    whether the size was declared or discovered while reading.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics) -> None:
         self.app = app
         self.limit = limit
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
         declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            request_id = scope["state"]["request_id"]
-            too_big = PayloadTooLarge(f"The request body is over {self.limit} bytes.")
-            await problem_for(too_big, request_id)(scope, receive, send)
-            return
-        seen = 0
-        limit = self.limit
-
-        async def counting_receive() -> Message:
-            nonlocal seen
+        too_big = declared is not None and (not declared.isdigit() or int(declared) > self.limit)
+        chunks: list[bytes] = []
+        size = 0
+        more = not too_big
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise PayloadTooLarge(f"The request body is over {limit} bytes.")
-            return message
+            if message["type"] != "http.request":
+                # The client went away; let the app see the disconnect as it would.
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                too_big = True
+                break
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        if too_big:
+            if scope["path"].startswith(_INGEST_PREFIX):
+                self.metrics.events_rejected.labels("payload_too_large").inc()
+            refusal = PayloadTooLarge(f"The request body is over {self.limit} bytes.")
+            await _refuse(refusal, scope["state"]["request_id"], scope, receive, send)
+            return
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([body], receive), send)
 
-        await self.app(scope, counting_receive, send)
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that hands out ``messages`` first, then defers to the real one."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
 
 
 class Authentication:

@@ -25,7 +25,6 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
-    field_validator,
 )
 
 MAX_BATCH: Final = 100
@@ -37,6 +36,10 @@ Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Hash = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+# Declared as constraints (not a validator) so the OpenAPI document states them too.
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_LENGTH)]
+MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_LENGTH)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
 
 
 class _Closed(BaseModel):
@@ -63,23 +66,7 @@ class PaymentEvent(_Closed):
     failure_origin: Label | None = None
     amount: Annotated[int, Field(ge=0, le=10**15)] | None = None
     currency: CurrencyCode | None = None
-    metadata: dict[str, str] | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_bounds(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if value is None:
-            return value
-        if len(value) > MAX_METADATA_KEYS:
-            raise ValueError(f"metadata may hold at most {MAX_METADATA_KEYS} keys")
-        for key, item in value.items():
-            if not key or len(key) > MAX_METADATA_KEY_LENGTH:
-                raise ValueError(f"metadata keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters")
-            if len(item) > MAX_METADATA_VALUE_LENGTH:
-                raise ValueError(
-                    f"metadata values must be at most {MAX_METADATA_VALUE_LENGTH} characters"
-                )
-        return value
+    metadata: Metadata | None = None
 
     @property
     def partition_key(self) -> str:

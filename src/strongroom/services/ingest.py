@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+import re
 from typing import Final
 
 from pydantic import ValidationError
@@ -28,14 +29,25 @@ class IngestOutcome:
     events: int
 
 
+_PLAIN_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_KEY_MARKER: Final = "[key]"
+
+
 def field_path(location: Sequence[int | str]) -> str:
-    """``('events', 3, 'amount')`` → ``events[3].amount``."""
+    """``('events', 3, 'amount')`` → ``events[3].amount``.
+
+    A segment that is not a plain name (a caller's own metadata key, say) is
+    shown as ``<key>``: error bodies never echo what the caller sent.
+    """
     path = ""
     for part in location:
         if isinstance(part, int):
             path += f"[{part}]"
-        else:
-            path += f".{part}" if path else part
+            continue
+        if part == _KEY_MARKER:
+            continue
+        segment = part if _PLAIN_NAME.match(part) else "<key>"
+        path += f".{segment}" if path else segment
     return path
 
 

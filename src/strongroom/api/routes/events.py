@@ -6,7 +6,8 @@ from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope as AsgiScope
 
 from strongroom.api.dependencies import gateway, json_response, principal
 from strongroom.domain.access import Scope
@@ -86,9 +87,19 @@ async def ingest_payment_exhaust(request: Request) -> Response:
 # dependency and response machinery would cost more than the work itself. The
 # body is validated by pydantic on the raw bytes either way; the OpenAPI entries
 # below describe these routes for clients and fuzzers.
+class _NamedRoute(Route):
+    """A Starlette route that, like FastAPI's, names itself in the scope for metrics."""
+
+    def matches(self, scope: AsgiScope) -> tuple[Match, AsgiScope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
 routes = [
-    Route("/v1/events", ingest_events, methods=["POST"]),
-    Route("/v1/events/payment_exhaust", ingest_payment_exhaust, methods=["POST"]),
+    _NamedRoute("/v1/events", ingest_events, methods=["POST"]),
+    _NamedRoute("/v1/events/payment_exhaust", ingest_payment_exhaust, methods=["POST"]),
 ]
 
 OPENAPI_PATHS: Final = {
