@@ -202,6 +202,10 @@ class RateLimiter(ABC):
     async def peek(self, bucket: str, *, rate: float, burst: int) -> RateDecision:
         """Report the bucket's state without consuming from it."""
 
+    @abstractmethod
+    async def consume(self, bucket: str, *, rate: float, burst: int) -> bool:
+        """Consume one request from ``bucket``; False when it is exhausted (no state report)."""
+
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:

@@ -42,6 +42,9 @@ class MemoryRateLimiter(RateLimiter):
         allowed = self._limiter.hit(item, bucket)
         return self._decision(item, bucket, allowed)
 
+    async def consume(self, bucket: str, *, rate: float, burst: int) -> bool:
+        return bool(self._limiter.hit(self._item(rate, burst), bucket))
+
     async def peek(self, bucket: str, *, rate: float, burst: int) -> RateDecision:
         item = self._item(rate, burst)
         allowed = self._limiter.test(item, bucket)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,9 +14,16 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 import strongroom
-from strongroom.api.middleware import Authentication, BodyLimit, RequestContext, UrlScreening
+from strongroom.api.middleware import (
+    Authentication,
+    BodyLimit,
+    RequestContext,
+    Shortcut,
+    UrlScreening,
+)
 from strongroom.api.problems import problem, problem_for
 from strongroom.api.routes import FAST_ROUTES, ROUTERS
 from strongroom.api.routes.events import OPENAPI_PATHS
@@ -60,30 +67,48 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
             await state.store.aclose()
             logger.info("gateway_stopped")
 
-    app = FastAPI(
+    def front(inner: ASGIApp) -> ASGIApp:
+        # Outermost first: every response, errors included, passes through all of them.
+        shortcut = Shortcut(inner, FAST_ROUTES)
+        authenticated = Authentication(shortcut, holder=app.state)
+        limited = BodyLimit(authenticated, limit=settings.max_request_bytes, metrics=metrics)
+        screened = UrlScreening(limited)
+        return RequestContext(
+            screened, holder=app.state, metrics=metrics, logger=logger,
+            access_log=settings.access_log,
+        )  # fmt: skip
+
+    app = GatewayApp(
+        front,
         title="Strongroom",
         version=strongroom.__version__,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.router.routes.extend(FAST_ROUTES)
     for router in ROUTERS:
         app.include_router(router)
     _install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    # Starlette wraps in reverse order of addition: the last added is outermost.
-    app.add_middleware(Authentication, holder=app.state)
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, metrics=metrics)
-    app.add_middleware(UrlScreening)
-    app.add_middleware(
-        RequestContext,
-        holder=app.state,
-        metrics=metrics,
-        logger=logger,
-        access_log=settings.access_log,
-    )
     return app
+
+
+class GatewayApp(FastAPI):
+    """FastAPI with Strongroom's request pipeline outside the framework's own stack.
+
+    The pipeline (``api.middleware``) handles its own errors, so it can sit
+    outermost; FastAPI's error, exception and routing layers then run only for
+    the requests that reach them, and the ingest hot path skips them entirely.
+    """
+
+    def __init__(self, front: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+        self._front = front
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self._front(super().build_middleware_stack())
 
 
 async def _flush(state: GatewayState) -> None:
@@ -157,6 +182,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         }.get(exc.status_code, "The request could not be served.")
         return problem(exc.status_code, code, detail, _request_id(request), headers=exc.headers)
 
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        # ServerErrorMiddleware answers with this, then re-raises so that the
+        # request pipeline logs the failure once.
+        return problem(500, "internal_error", "The request failed.", _request_id(request))
+
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(StrongroomError, on_strongroom_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)

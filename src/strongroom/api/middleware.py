@@ -2,6 +2,9 @@
 
 Outermost to innermost:
 
+They run outside FastAPI's own stack (see ``app.GatewayApp``), and the last
+one, ``Shortcut``, answers the ingest routes itself.
+
 1. ``RequestContext``: request id, security headers on every response (errors
    included), the access log line, request metrics, and a problem+json 500
    if anything below raises.
@@ -10,18 +13,24 @@ Outermost to innermost:
 3. ``BodyLimit``: 413 before reading when Content-Length is over the limit,
    and while reading when a chunked body grows past it.
 4. ``Authentication``: on ``/v1/`` paths, the bearer key, the per-IP limit
-   for failed attempts, the per-key limit and the X-RateLimit headers.
+   for failed attempts, the per-key and per-tenant limits and the
+   X-RateLimit headers.
+5. ``Shortcut``: the ingest routes, served without the framework's layers.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import re
 import time
-import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.datastructures import State
+from starlette.requests import Request
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strongroom.api.problems import problem, problem_for
@@ -69,11 +78,17 @@ def client_ip(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
+# Request ids need to be unique, not secret: a random per-process prefix and a
+# counter cost far less than a UUID (an entropy syscall) per request.
+_ID_PREFIX: Final = os.urandom(6).hex()
+_ID_COUNTER: Final = itertools.count(1)
+
+
 def _request_id(scope: Scope) -> str:
     offered = _header(scope, b"x-request-id")
     if offered and _REQUEST_ID.match(offered) and not contains_pan(offered):
         return offered
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 class RequestContext:
@@ -227,9 +242,19 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 
 class Authentication:
+    #: Sources over their failed-attempt budget, with when it resets; bounded.
+    MAX_BLOCKED: Final = 100_000
+
     def __init__(self, app: ASGIApp, holder: State) -> None:
         self.app = app
         self.holder = holder
+        self._blocked: dict[str, float] = {}
+
+    def _remember_block(self, ip: str, until: float) -> None:
+        if len(self._blocked) >= self.MAX_BLOCKED:
+            now = time.time()
+            self._blocked = {k: v for k, v in self._blocked.items() if v > now}
+        self._blocked[ip] = until
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
@@ -238,27 +263,24 @@ class Authentication:
         state: GatewayState = self.holder.gateway
         settings = state.settings
         request_id = scope["state"]["request_id"]
-        ip_bucket = "ip:" + client_ip(scope)
-        ip_state = await state.limiter.peek(
-            ip_bucket, rate=settings.ip_ratelimit_rps, burst=settings.ip_ratelimit_burst
-        )
-        if not ip_state.allowed:
-            # A source over its failed-attempt budget is not even checked, so a
-            # guesser cannot keep testing keys by ignoring the 429s.
-            state.metrics.rate_limited.labels("ip").inc()
-            await state.audit.rate_limited("ip", client_ip(scope), tenant=None)
-            await _refuse(
-                RateLimited(_retry_after(ip_state.reset_at)), request_id, scope, receive, send
-            )
-            return
+        ip = client_ip(scope)
+        blocked_until = self._blocked.get(ip)
+        if blocked_until is not None:
+            if blocked_until > time.time():
+                # A source over its failed-attempt budget is not even checked, so a
+                # guesser cannot keep testing keys by ignoring the 429s.
+                state.metrics.rate_limited.labels("ip").inc()
+                await state.audit.rate_limited("ip", ip, tenant=None)
+                blocked = RateLimited(_retry_after(blocked_until))
+                await _refuse(blocked, request_id, scope, receive, send)
+                return
+            del self._blocked[ip]
         authorization = _header(scope, b"authorization")
         try:
             principal = await state.keys.authenticate(authorization)
         except AuthenticationFailed as failure:
             state.metrics.auth_denied.labels(failure.reason).inc()
-            state.logger.warning(
-                "auth_denied", reason=failure.reason, ip=client_ip(scope), request_id=request_id
-            )
+            state.logger.warning("auth_denied", reason=failure.reason, ip=ip, request_id=request_id)
             await state.audit.record(
                 "key.used_expired" if failure.reason == "expired" else "auth.failed",
                 actor=presented_key_id(authorization) or "anonymous",
@@ -266,11 +288,12 @@ class Authentication:
                 details={"reason": failure.reason},
             )
             ip_state = await state.limiter.hit(
-                ip_bucket, rate=settings.ip_ratelimit_rps, burst=settings.ip_ratelimit_burst
+                "ip:" + ip, rate=settings.ip_ratelimit_rps, burst=settings.ip_ratelimit_burst
             )
             refusal: StrongroomError = failure
             if not ip_state.allowed:
                 state.metrics.rate_limited.labels("ip").inc()
+                self._remember_block(ip, ip_state.reset_at)
                 refusal = RateLimited(_retry_after(ip_state.reset_at))
             await _refuse(refusal, request_id, scope, receive, send)
             return
@@ -290,11 +313,15 @@ class Authentication:
         scope["state"]["principal"] = principal
         rate, burst = principal.rate_limit or (settings.ratelimit_rps, settings.ratelimit_burst)
         decision = await state.limiter.hit("key:" + principal.key_id, rate=rate, burst=burst)
-        tenant_decision = await state.limiter.hit(
-            "tenant:" + principal.tenant,
-            rate=settings.tenant_ratelimit_rps,
-            burst=settings.tenant_ratelimit_burst,
-        )
+        tenant_bucket = "tenant:" + principal.tenant
+        tenant_rate, tenant_burst = settings.tenant_ratelimit_rps, settings.tenant_ratelimit_burst
+        tenant_decision = None
+        if decision.allowed and not await state.limiter.consume(
+            tenant_bucket, rate=tenant_rate, burst=tenant_burst
+        ):
+            tenant_decision = await state.limiter.peek(
+                tenant_bucket, rate=tenant_rate, burst=tenant_burst
+            )
         limit_headers = [
             (b"x-ratelimit-limit", str(decision.limit).encode()),
             (b"x-ratelimit-remaining", str(decision.remaining).encode()),
@@ -307,7 +334,7 @@ class Authentication:
             await send(message)
 
         for kind, verdict in (("key", decision), ("tenant", tenant_decision)):
-            if not verdict.allowed:
+            if verdict is not None and not verdict.allowed:
                 state.metrics.rate_limited.labels(kind).inc()
                 await state.audit.rate_limited(kind, principal.key_id, tenant=principal.tenant)
                 throttled = RateLimited(_retry_after(verdict.reset_at))
@@ -320,6 +347,31 @@ async def _refuse(
     error: StrongroomError, request_id: str, scope: Scope, receive: Receive, send: Send
 ) -> None:
     await problem_for(error, request_id)(scope, receive, send)
+
+
+class Shortcut:
+    """Serves the ingest routes directly, without FastAPI's inner middleware and router.
+
+    Ingest is the hot path: the framework's exception, exit-stack and routing layers
+    cost more than the work itself. The same Starlette route handlers answer either
+    way; other methods on these paths (405) and every other path go to FastAPI.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Sequence[Route]) -> None:
+        self.app = app
+        self.routes = {route.path: route for route in routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = route
+        try:
+            response = await route.endpoint(Request(scope, receive))
+        except StrongroomError as refusal:
+            response = problem_for(refusal, scope["state"]["request_id"])
+        await response(scope, receive, send)
 
 
 def _retry_after(reset_at: float) -> int:

@@ -7,9 +7,9 @@ errors name fields and never carry the input.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-import re
 from typing import Final
 
 from pydantic import ValidationError
