@@ -12,7 +12,9 @@ more than the check itself on the request path.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from typing import Final
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.storage import MemoryStorage
@@ -21,11 +23,30 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from strongroom.ports import RateDecision, RateLimiter
 
 
+class _SweepingMemoryStorage(MemoryStorage):
+    """``limits``' memory storage, sweeping expired counters every second.
+
+    The stock storage restarts a timer thread 10 ms after each use to sweep
+    expired counters, which on a busy gateway means starting a thread per
+    request. Expiry is also checked on every read, so sweeping less often only
+    frees memory later; it never lets a request through that should be refused.
+    """
+
+    SWEEP_SECONDS: Final = 1.0
+
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        if not self.timer.is_alive():
+            sweep = getattr(self, "_MemoryStorage__expire_events")  # noqa: B009 - name-mangled
+            self.timer = threading.Timer(self.SWEEP_SECONDS, sweep)
+            self.timer.daemon = True
+            self.timer.start()
+
+
 class MemoryRateLimiter(RateLimiter):
     """``RateLimiter`` for one process, on ``limits``' in-memory storage."""
 
     def __init__(self, *, namespace: str = "strongroom") -> None:
-        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._limiter = SlidingWindowCounterRateLimiter(_SweepingMemoryStorage())
         self._namespace = namespace
         self._items: dict[tuple[float, int], RateLimitItem] = {}
 
