@@ -70,21 +70,22 @@ class GatewayProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "strongroom",
-                "serve",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            stdout=self.stdout_path.open("ab"),
-            stderr=self.stderr_path.open("ab"),
-            env=self.env,
-        )
+        with self.stdout_path.open("ab") as stdout, self.stderr_path.open("ab") as stderr:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "strongroom",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                stdout=stdout,
+                stderr=stderr,
+                env=self.env,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

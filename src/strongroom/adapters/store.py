@@ -18,6 +18,7 @@ from strongroom.adapters.sqlite.audit import SqliteAuditLog
 from strongroom.adapters.sqlite.database import SqliteDatabase
 from strongroom.adapters.sqlite.log import SqliteEventLog
 from strongroom.config import Settings
+from strongroom.crypto.keyed_hash import create_private_file
 from strongroom.errors import ConfigurationError
 from strongroom.ports import AuditLog, EventLog
 
@@ -48,6 +49,10 @@ def engine_for(settings: Settings) -> AsyncEngine:
             "STRONGROOM_DATABASE_URL: only SQLite is supported by this release"
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if settings.database_url is None:
+        # SQLite gives its -wal and -shm files the database file's mode, so
+        # creating it 0600 keeps all three private to the gateway's user.
+        create_private_file(settings.database_path, b"")
     return create_engine(url)
 
 

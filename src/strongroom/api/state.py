@@ -40,6 +40,8 @@ class GatewayState:
     clock: Clock
     metrics: Metrics
     logger: Any
+    #: Set when shutdown begins: /ready answers 503 while in-flight requests finish.
+    draining: bool = False
 
     @property
     def log(self) -> EventLog:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Final
 
 import typer
 import uvicorn
@@ -16,6 +18,9 @@ from strongroom.errors import Conflict
 from strongroom.observability.logging import configure_logging
 from strongroom.services.bootstrap import initialise, is_initialised
 from strongroom.services.keys import IssuedKey
+
+DRAIN_SECONDS: Final = 1.0
+DRAIN_QUIET_SECONDS: Final = 0.25
 
 
 async def _bootstrap(state: GatewayState) -> IssuedKey | None:
@@ -77,3 +82,24 @@ class _Server(uvicorn.Server):
         with super().capture_signals():
             yield
             self._captured_signals.clear()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Drain before closing: answer requests already sent, then stop.
+
+        uvicorn closes its listeners first, which resets connections the kernel
+        accepted but the server had not yet, and requests already on idle
+        keep-alive connections. Serving on until no new request arrived for a
+        quarter second (at most ``DRAIN_SECONDS``), with /ready answering 503
+        meanwhile, lets load balancers move away and those requests complete.
+        """
+        gateway = getattr(self.config.app, "state", None)
+        state = getattr(gateway, "gateway", None)
+        if state is not None:
+            state.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_SECONDS
+        seen = -1
+        while loop.time() < deadline and self.server_state.total_requests != seen:
+            seen = self.server_state.total_requests
+            await asyncio.sleep(DRAIN_QUIET_SECONDS)
+        await super().shutdown(sockets)

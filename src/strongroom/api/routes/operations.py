@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from strongroom.api.dependencies import gateway, json_response
 from strongroom.domain.topics import TOKENIZED
-from strongroom.errors import StorageUnavailable, StrongroomError
+from strongroom.errors import ServiceUnavailable, StorageUnavailable, StrongroomError
 
 router = APIRouter(tags=["operations"])
 
@@ -26,6 +26,8 @@ async def health() -> Response:
 
 @router.get("/ready", summary="Readiness: the store takes writes")
 async def ready(request: Request) -> Response:
+    if gateway(request).draining:
+        raise ServiceUnavailable("The gateway is shutting down.")
     try:
         await asyncio.wait_for(gateway(request).log.check_writable(), READY_TIMEOUT_SECONDS)
     except (StrongroomError, TimeoutError) as exc:

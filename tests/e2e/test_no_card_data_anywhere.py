@@ -1,0 +1,570 @@
+"""Invariant 1 and 2, end to end: card data planted everywhere comes out nowhere.
+
+One gateway is fed card numbers of several brands in every shape, through every
+endpoint, header, query parameter, path segment and consumer name, plus CVV and
+track-data attempts, with valid events in between. Then every response, the
+server's own output, and every byte of the data dir (while running and after a
+SIGTERM stop, -wal and -shm files included) are searched for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from e2e_helpers import TOPIC, UNTHROTTLED, Gateway, card_free_event, read_topic_http
+
+from strongroom.domain.cards import find_pan_spans, luhn_valid
+
+pytestmark = pytest.mark.slow
+
+
+def _with_check_digit(prefix: str) -> str:
+    for digit in "0123456789":
+        if luhn_valid(prefix + digit):
+            return prefix + digit
+    raise AssertionError(prefix)
+
+
+PANS: dict[str, str] = {
+    "visa": "4111111111111111",
+    "visa-13": "4222222222222",
+    "visa-alt": "4012888888881881",
+    "mastercard": "5555555555554444",
+    "mastercard-2": "2223003122003222",
+    "amex": "378282246310005",
+    "discover": "6011111111111117",
+    "diners": "30569309025904",
+    "jcb": "3530111333300000",
+    "unionpay-19": _with_check_digit("621700000000000000"),
+    "maestro": "6759649826438453",
+}
+assert all(luhn_valid(pan) for pan in PANS.values())
+#: Values planted in CVV, PIN and track-data fields; they must never be kept either.
+SAD_MARKERS = ("cvvmarker7781", "pinmarker4420", "trackmarker9913")
+
+
+def spaced(pan: str) -> str:
+    return " ".join(pan[i : i + 4] for i in range(0, len(pan), 4))
+
+
+def dashed(pan: str) -> str:
+    return "-".join(pan[i : i + 4] for i in range(0, len(pan), 4))
+
+
+def full_width(pan: str) -> str:
+    return "".join(chr(0xFF10 + int(digit)) for digit in pan)
+
+
+def json_escaped(pan: str) -> str:
+    """The pan as JSON ``\\uXXXX`` escapes, as it would appear in a raw body."""
+    return "".join(f"\\u{ord(digit):04x}" for digit in pan)
+
+
+SHAPES = {
+    "plain": lambda pan: pan,
+    "spaced": spaced,
+    "dashed": dashed,
+    "full-width": full_width,
+    "in-text": lambda pan: f"customer paid with {pan} yesterday",
+    "glued": lambda pan: f"abc{pan}xyz",
+}
+STRING_FIELDS = [
+    "event_id", "event_type", "event_timestamp", "processor", "merchant_id_hash",
+    "payment_intent_id_hash", "failure_category", "geo_bucket", "amount_bucket",
+    "system_source", "payment_method_bucket", "channel", "retry_result", "failure_origin",
+    "currency",
+]  # fmt: skip
+
+
+def _brand(index: int) -> str:
+    return list(PANS.values())[index % len(PANS)]
+
+
+def _normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text)
+
+
+def _digits(text: str) -> str:
+    return "".join(char for char in _normalise(text) if "0" <= char <= "9")
+
+
+def leaked_pans(text: str) -> list[str]:
+    """Planted PANs found in ``text``, in any shape: separators and non-digits ignored."""
+    digits = _digits(text)
+    return [pan for pan in PANS.values() if pan in digits]
+
+
+def planted_spans(text: str) -> list[str]:
+    """``find_pan_spans`` hits in ``text`` that carry a planted PAN (or 13+ digits of one).
+
+    Raw database pages glue unrelated identifiers together, so a random hex id next to
+    a digit byte can form a Luhn-valid run by chance; only planted numbers are leaks.
+    """
+    found = []
+    for start, end in find_pan_spans(text):
+        digits = _digits(text[start:end])
+        if any(pan in digits or (len(digits) >= 13 and digits in pan) for pan in PANS.values()):
+            found.append(text[max(0, start - 30) : end + 30])
+    return found
+
+
+def planted_forms() -> list[bytes]:
+    forms: list[bytes] = []
+    for pan in PANS.values():
+        for text in (pan, spaced(pan), dashed(pan), full_width(pan), json_escaped(pan)):
+            forms.append(text.encode())
+    forms.extend(marker.encode() for marker in SAD_MARKERS)
+    return forms
+
+
+@dataclass
+class Exchange:
+    label: str
+    status: int
+    text: str
+    expect_status: int | tuple[int, ...] | None
+    expect_code: str | None
+    code: str | None
+    offered_request_id: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(repr=False)
+class Findings:
+    exchanges: list[Exchange] = field(default_factory=list)
+    valid_ids: list[str] = field(default_factory=list)
+    refused_valid_ids: list[str] = field(default_factory=list)
+    stored_ids: list[str] = field(default_factory=list)
+    files_running: dict[str, bytes] = field(default_factory=dict)
+    files_stopped: dict[str, bytes] = field(default_factory=dict)
+    output: str = ""
+
+
+def _response_text(response: httpx.Response) -> str:
+    parts = [f"{name}: {value}" for name, value in response.headers.items()]
+    parts.append(response.text)
+    with contextlib.suppress(ValueError):
+        parts.append(json.dumps(response.json(), ensure_ascii=False))
+    return "\n".join(parts)
+
+
+class Planter:
+    """Sends the planted requests, interleaving valid events, and records every exchange."""
+
+    def __init__(self, client: httpx.Client, findings: Findings, key: str) -> None:
+        self.client = client
+        self.findings = findings
+        self.sent = 0
+        self.auth = {"Authorization": f"Bearer {key}"}
+        self.json = {**self.auth, "Content-Type": "application/json"}
+
+    def send(
+        self,
+        label: str,
+        method: str,
+        url: str,
+        *,
+        expect_status: int | tuple[int, ...] | None = None,
+        expect_code: str | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        response = self.client.request(method, url, **kwargs)
+        code = None
+        if response.headers.get("content-type", "").startswith("application/problem+json"):
+            code = response.json().get("code")
+        offered = (kwargs.get("headers") or {}).get("X-Request-ID")
+        self.findings.exchanges.append(
+            Exchange(
+                label, response.status_code, _response_text(response), expect_status,
+                expect_code, code, offered, response.headers.get("X-Request-ID"),
+            )
+        )  # fmt: skip
+        self.sent += 1
+        if self.sent % 7 == 0:
+            self.valid_event()
+        return response
+
+    def valid_event(self) -> None:
+        body = card_free_event(metadata={"note": "an ordinary event", "ref": "A-12-99"})
+        response = self.client.post("/v1/events", json=body, headers=self.json)
+        assert response.status_code == 202, response.text
+        self.findings.valid_ids.append(body["event_id"])
+        self.findings.exchanges.append(
+            Exchange("valid event", 202, _response_text(response), 202, None, None)
+        )
+
+    def refused(
+        self, label: str, method: str, url: str, *, code: str = "pan_detected", **kw: Any
+    ) -> None:
+        """A request carrying card data: it must be refused with 422 and ``code``."""
+        kw.setdefault("headers", self.json if "json" in kw else self.auth)
+        self.send(label, method, url, expect_status=422, expect_code=code, **kw)
+
+    def ingest(self, label: str, body: Any, *, code: str = "pan_detected", **kw: Any) -> None:
+        if isinstance(body, bytes):
+            kw["content"] = body
+        else:
+            kw["json"] = body
+        self.send(
+            label, "POST", kw.pop("url", "/v1/events"), headers=self.json,
+            expect_status=422, expect_code=code, **kw,
+        )  # fmt: skip
+
+
+def _plant_in_events(planter: Planter) -> None:
+    index = 0
+    for name in STRING_FIELDS:
+        for shape, make in SHAPES.items():
+            index += 1
+            planter.ingest(f"{name} {shape}", card_free_event(**{name: make(_brand(index))}))
+    for shape, make in SHAPES.items():
+        index += 1
+        pan = make(_brand(index))
+        planter.ingest(f"metadata value {shape}", card_free_event(metadata={"note": pan}))
+        if len(pan) <= 64:
+            planter.ingest(f"metadata key {shape}", card_free_event(metadata={pan: "x"}))
+    for number in (4111111111111111, 378282246310005, 4222222222222, 6011111111111117):
+        planter.ingest(f"amount {number}", card_free_event(amount=number))
+    for raw in (b"4111111111111111.0", b"4.111111111111111e15", b"4111111111111111e0"):
+        body = json.dumps(card_free_event(amount=1)).replace(
+            '"amount": 1', '"amount": ' + raw.decode()
+        )
+        planter.ingest(f"amount {raw.decode()}", body.encode())
+    # JSON \\u escapes: the raw body holds no digit run at all.
+    for index, (where, template) in enumerate(
+        [
+            ("escaped value", '"metadata": {"note": "PLACE"}'),
+            ("escaped key", '"metadata": {"PLACE": "x"}'),
+            ("escaped field", '"geo_bucket": "PLACE"'),
+        ]
+    ):
+        base = card_free_event()
+        base.pop("geo_bucket")
+        text = json.dumps(base)[:-1] + ", " + template + "}"
+        planter.ingest(where, text.replace("PLACE", json_escaped(_brand(index))).encode())
+    batch = [card_free_event() for _ in range(3)]
+    planter.findings.refused_valid_ids.extend(e["event_id"] for e in batch)
+    batch.append(card_free_event(metadata={"card": dashed(PANS["mastercard"])}))
+    planter.ingest("batch with one card", {"events": batch})
+    planter.ingest(
+        "payflux route", card_free_event(channel=PANS["amex"]), url="/v1/events/payment_exhaust"
+    )
+    planter.ingest("unknown field", {**card_free_event(), "card_number": PANS["visa"]})
+    planter.ingest("nested unknown field", {"events": [{"card": {"pan": PANS["jcb"]}}]})
+    planter.ingest("invalid json", f'{{"event_id": "{PANS["discover"]}", '.encode())
+    planter.ingest("json string body", json.dumps(PANS["visa"]).encode())
+    planter.ingest("json number body", PANS["visa"].encode())
+    planter.send(
+        "text/plain body", "POST", "/v1/events", content=PANS["visa"].encode(),
+        headers={**planter.auth, "Content-Type": "text/plain"}, expect_status=(415, 422),
+    )  # fmt: skip
+    big = (spaced(PANS["visa"]) + "\n").encode() * 70_000
+    planter.send(
+        "oversized body", "POST", "/v1/events", content=big, headers=planter.json,
+        expect_status=413,
+    )  # fmt: skip
+
+
+def _plant_sad(planter: Planter) -> None:
+    cvv, pin, track = SAD_MARKERS
+    code = "sensitive_authentication_data"
+    planter.ingest("cvv field", {**card_free_event(), "cvv": cvv}, code=code)
+    for key in ("cvv", "CVC2", "Card-Verification-Value", "security_code", "c_v_v"):
+        planter.ingest(f"metadata {key}", card_free_event(metadata={key: cvv}), code=code)
+    planter.ingest("metadata pin", card_free_event(metadata={"PIN": pin}), code=code)
+    planter.ingest("metadata pin block", card_free_event(metadata={"pin_block": pin}), code=code)
+    planter.ingest("track2", card_free_event(metadata={"track2": track}), code=code)
+    planter.ingest("Track 1", card_free_event(metadata={"Track 1": track}), code=code)
+    planter.ingest("track_data", card_free_event(metadata={"track_data": track}), code=code)
+    planter.ingest("escaped cvv key", b'{"\\u0063vv": "' + cvv.encode() + b'"}', code=code)
+    track_data = f";{PANS['visa']}=25121010000012300000?"
+    planter.ingest("track data as a value", card_free_event(metadata={"note": track_data}))
+    planter.ingest(
+        "cvv in a batch",
+        {"events": [card_free_event(), {**card_free_event(), "cvc": cvv}]},
+        code=code,
+    )
+
+
+def _plant_in_headers(planter: Planter) -> None:
+    for label, value in [
+        ("plain", PANS["visa"]),
+        ("dashed", dashed(PANS["mastercard"])),
+        ("prefixed", f"req.{PANS['amex']}"),
+        ("suffixed", f"{PANS['discover']}.trace"),
+    ]:
+        planter.send(
+            f"x-request-id {label} on ingest", "POST", "/v1/events",
+            json=card_free_event(), headers={**planter.json, "X-Request-ID": value},
+            expect_status=202,
+        )  # fmt: skip
+        planter.send(
+            f"x-request-id {label} on health", "GET", "/health",
+            headers={"X-Request-ID": value}, expect_status=200,
+        )  # fmt: skip
+        planter.send(
+            f"x-request-id {label} on a refusal", "GET", f"/v1/streams/{TOPIC}",
+            headers={"X-Request-ID": value}, expect_status=401,
+        )  # fmt: skip
+    for label, value in [
+        ("bearer plain", f"Bearer {PANS['visa']}"),
+        ("bearer spaced", f"Bearer {spaced(PANS['jcb'])}"),
+        ("bearer dashed", f"Bearer {dashed(PANS['unionpay-19'])}"),
+        ("bare", PANS["maestro"]),
+        ("basic", f"Basic {PANS['diners']}"),
+        ("key then pan", f"Bearer test-key-0123456789abcdef{PANS['visa']}"),
+    ]:
+        planter.send(
+            f"authorization {label}", "GET", f"/v1/streams/{TOPIC}",
+            headers={"Authorization": value}, expect_status=401,
+        )  # fmt: skip
+    planter.send(
+        "custom header", "GET", f"/v1/streams/{TOPIC}",
+        headers={**planter.auth, "X-Card": PANS["visa"], "User-Agent": f"agent {PANS['amex']}"},
+        expect_status=200,
+    )  # fmt: skip
+
+
+def _plant_in_urls(planter: Planter) -> None:
+    refused = planter.refused
+    topic_url = f"/v1/streams/{TOPIC}"
+    for index, (name, value) in enumerate(
+        [
+            ("after", PANS["visa"]),
+            ("after", spaced(PANS["visa"])),
+            ("after", dashed(PANS["amex"])),
+            ("after", full_width(PANS["discover"])),
+            ("limit", PANS["discover"]),
+            ("limit", full_width(PANS["jcb"])),
+            ("cursor", PANS["maestro"]),
+        ]
+    ):
+        refused(f"query {name} #{index}", "GET", topic_url, params={name: value})
+    for value in (PANS["visa"], dashed(PANS["mastercard"]), spaced(PANS["amex"])):
+        refused("query group", "GET", f"{topic_url}/dead-letters", params={"group": value})
+    refused("query on health", "GET", "/health", params={"q": PANS["visa"]})
+    # httpx form-encodes the spaces as "+", as browsers and most clients do.
+    refused("spaced query on health", "GET", "/health", params={"q": spaced(PANS["visa"])})
+    refused("spaced keys cursor", "GET", "/v1/keys", params={"after": spaced(PANS["jcb"])})
+    refused("query on metrics", "GET", "/metrics", params={PANS["visa"]: "1"})
+    refused("query on ready", "GET", "/ready", params={"x": dashed(PANS["visa"])})
+    for shape, make in SHAPES.items():
+        segment = make(PANS["visa-alt"])
+        refused(f"topic path {shape}", "GET", f"/v1/streams/{segment}")
+        refused(f"topic path {shape} dead letters", "GET", f"/v1/streams/{segment}/dead-letters")
+        refused(
+            f"group read on topic {shape}", "POST", f"/v1/streams/{segment}/groups/g1/read",
+            json={"consumer": "c1"},
+        )  # fmt: skip
+        refused(
+            f"group path {shape}", "POST", f"{topic_url}/groups/{segment}/read",
+            json={"consumer": "reader", "limit": 5},
+        )  # fmt: skip
+        refused(
+            f"group ack path {shape}", "POST", f"{topic_url}/groups/{segment}/ack",
+            json={"offsets": [0]},
+        )  # fmt: skip
+        refused(
+            f"group replay path {shape}", "POST",
+            f"{topic_url}/groups/{segment}/dead-letters/replay", json={},
+        )  # fmt: skip
+        refused(f"unknown path {shape}", "GET", f"/v1/{segment}")
+        refused(f"unauthenticated path {shape}", "GET", f"/{segment}", headers={})
+        refused(f"tenant path {shape}", "GET", f"/v1/admin/tenants/{segment}")
+    refused("method not allowed", "DELETE", f"/v1/streams/{PANS['visa']}")
+
+
+def _plant_in_consumers(planter: Planter) -> None:
+    refused = planter.refused
+    url = f"/v1/streams/{TOPIC}/groups/auditors/read"
+    for shape, make in SHAPES.items():
+        refused(f"consumer {shape}", "POST", url, json={"consumer": make(PANS["mastercard-2"])})
+    refused("consumer extra field", "POST", url, json={"consumer": "ok", "note": PANS["visa"]})
+    refused(
+        "consumer cvv field", "POST", url, json={"consumer": "ok", "cvv": SAD_MARKERS[0]},
+        code="sensitive_authentication_data",
+    )  # fmt: skip
+    refused(
+        "visibility as a pan", "POST", url,
+        json={"consumer": "ok", "visibility_timeout_seconds": int(PANS["visa"])},
+    )  # fmt: skip
+    refused(
+        "ack offsets as pans", "POST", f"/v1/streams/{TOPIC}/groups/auditors/ack",
+        json={"offsets": [int(PANS["visa"]), int(PANS["amex"])]},
+    )  # fmt: skip
+    refused(
+        "replay offsets as pans", "POST",
+        f"/v1/streams/{TOPIC}/groups/auditors/dead-letters/replay",
+        json={"dead_letter_offsets": [int(PANS["visa"])]},
+    )  # fmt: skip
+
+
+def _plant_in_admin(planter: Planter) -> None:
+    refused = planter.refused
+    for shape, make in SHAPES.items():
+        pan = make(PANS["diners"])
+        refused(f"key name {shape}", "POST", "/v1/keys", json={"name": pan, "role": "viewer"})
+        refused(f"tenant name {shape}", "POST", "/v1/admin/tenants", json={"name": pan})
+    refused(
+        "key scopes", "POST", "/v1/keys",
+        json={"name": "ok", "role": "viewer", "scopes": [PANS["visa"]]},
+    )  # fmt: skip
+    refused("keys after", "GET", "/v1/keys", params={"after": PANS["visa"]})
+    refused("tenants after", "GET", "/v1/admin/tenants", params={"after": dashed(PANS["jcb"])})
+    refused("audit actor", "GET", "/v1/audit", params={"actor": PANS["visa"]})
+    refused("audit after", "GET", "/v1/audit", params={"after": PANS["amex"]})
+    refused(
+        "audit proof", "GET", "/v1/audit/proof/inclusion",
+        params={"seq": PANS["visa"], "tree_size": PANS["visa"]},
+    )  # fmt: skip
+    refused("usage from", "GET", "/v1/usage", params={"from": PANS["visa"]})
+    # Legitimate administration, so keys, tenants and audit records are on disk too.
+    for method, url, body, status in [
+        ("POST", "/v1/keys", {"name": "reporting", "role": "viewer"}, 201),
+        ("POST", "/v1/admin/tenants", {"name": "acme-payments"}, 201),
+        ("GET", "/v1/keys", None, 200),
+        ("GET", "/v1/admin/tenants", None, 200),
+        ("GET", "/v1/audit", None, 200),
+        ("GET", "/v1/usage", None, 200),
+    ]:
+        planter.send(
+            f"valid {method} {url}", method, url, json=body, headers=planter.json,
+            expect_status=status,
+        )  # fmt: skip
+
+
+def _data_files(data_dir: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(data_dir)): path.read_bytes()
+        for path in sorted(data_dir.rglob("*"))
+        if path.is_file()
+    }
+
+
+_KEY_LINE = re.compile(r"^\s+(\S{16,})\s*$", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def findings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Findings]:
+    data_dir = tmp_path_factory.mktemp("cards") / "data"
+    # No configured keys: the bootstrap platform admin key reaches every endpoint.
+    gateway = Gateway(data_dir, UNTHROTTLED, unset=["STRONGROOM_API_KEYS"])
+    result = Findings()
+    try:
+        gateway.start()
+        (key,) = _KEY_LINE.findall(gateway.stdout())
+        with gateway.client() as client:
+            planter = Planter(client, result, key)
+            for _ in range(5):
+                planter.valid_event()
+            # Legitimate consumers, so consumer-group state is on disk too.
+            response = client.post(
+                f"/v1/streams/{TOPIC}/groups/analytics/read",
+                json={"consumer": "worker-a", "limit": 3},
+                headers=planter.json,
+            )
+            assert response.status_code == 200, response.text
+            _plant_in_events(planter)
+            _plant_sad(planter)
+            _plant_in_headers(planter)
+            _plant_in_urls(planter)
+            _plant_in_consumers(planter)
+            _plant_in_admin(planter)
+            planter.valid_event()
+            records = read_topic_http(client, headers=planter.auth)
+            result.stored_ids = [r["record"]["event_id"] for r in records]
+        result.files_running = _data_files(data_dir)
+        gateway.stop()
+        result.files_stopped = _data_files(data_dir)
+        result.output = gateway.output()
+        yield result
+    finally:
+        gateway.ensure_stopped()
+
+
+def test_the_store_is_not_empty_and_holds_every_valid_event(findings: Findings) -> None:
+    assert len(findings.valid_ids) >= 20
+    assert set(findings.valid_ids) <= set(findings.stored_ids)
+    assert not set(findings.refused_valid_ids) & set(findings.stored_ids), (
+        "a refused batch was partly stored"
+    )
+    assert any(name.endswith("-wal") for name in findings.files_running)
+
+
+def _as_expected(exchange: Exchange) -> bool:
+    expected = exchange.expect_status
+    if expected is None:
+        return True
+    statuses = expected if isinstance(expected, tuple) else (expected,)
+    if exchange.status not in statuses:
+        return False
+    return exchange.expect_code is None or exchange.code == exchange.expect_code
+
+
+def test_card_data_is_refused_with_422_wherever_it_is_sent(findings: Findings) -> None:
+    refused = [e for e in findings.exchanges if e.expect_status == 422]
+    assert len(refused) >= 200
+    wrong = [(e.label, e.status, e.code) for e in findings.exchanges if not _as_expected(e)]
+    assert not wrong, wrong
+
+
+def test_bad_input_is_never_a_500(findings: Findings) -> None:
+    failures = [(e.label, e.status) for e in findings.exchanges if e.status >= 500]
+    assert not failures, failures
+
+
+def test_planted_request_ids_are_replaced(findings: Findings) -> None:
+    for exchange in findings.exchanges:
+        if exchange.offered_request_id is not None:
+            assert exchange.request_id
+            assert exchange.request_id != exchange.offered_request_id
+            assert not leaked_pans(exchange.request_id)
+
+
+def test_no_response_contains_a_planted_pan(findings: Findings) -> None:
+    leaks = [(e.label, e.status, leaked_pans(e.text)) for e in findings.exchanges]
+    leaks = [leak for leak in leaks if leak[2]]
+    assert not leaks, f"{len(leaks)} responses echo card numbers: {leaks[:10]}"
+    markers = [(e.label, m) for e in findings.exchanges for m in SAD_MARKERS if m in e.text]
+    assert not markers, markers
+
+
+def test_server_output_contains_no_card_data(findings: Findings) -> None:
+    output = findings.output
+    assert "gateway_started" in output
+    leaked = leaked_pans(output)
+    assert not leaked, f"the server's output holds card numbers: {leaked}"
+    assert not [form for form in planted_forms() if form.decode() in output]
+    spans = planted_spans(output)
+    assert not spans, spans[:5]
+
+
+def _scan(files: dict[str, bytes]) -> list[str]:
+    problems = []
+    forms = planted_forms()
+    for name, content in files.items():
+        problems.extend(f"{name}: holds {form!r}" for form in forms if form in content)
+        text = content.decode("utf-8", errors="ignore")
+        problems.extend(f"{name}: card number in {span!r}" for span in planted_spans(text))
+    return problems
+
+
+def test_no_file_in_the_data_dir_holds_card_data_while_running(findings: Findings) -> None:
+    assert findings.files_running
+    problems = _scan(findings.files_running)
+    assert not problems, problems[:10]
+
+
+def test_no_file_in_the_data_dir_holds_card_data_after_stop(findings: Findings) -> None:
+    assert findings.files_stopped
+    problems = _scan(findings.files_stopped)
+    assert not problems, problems[:10]
