@@ -36,6 +36,56 @@ def _next_offset(connection: sqlite3.Connection, topic: str) -> int:
     return 0 if row[0] is None else int(row[0]) + 1
 
 
+def _append_all(
+    connection: sqlite3.Connection,
+    requests: list[tuple[str, Sequence[NewRecord], float]],
+) -> list[AppendResult]:
+    """Append several requests' records in order: one dedup query per tenant and topic,
+    one insert. A record repeated in an earlier request of the same call is a
+    duplicate, exactly as if that request had committed first."""
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for topic, records, _ in requests:
+        for record in records:
+            wanted.setdefault((record.tenant, topic), []).append(record.record_id)
+    existing: set[tuple[str, str, str]] = set()
+    for (tenant, topic), ids in wanted.items():
+        for start in range(0, len(ids), _SQL_VARIABLES_PER_QUERY):
+            chunk = ids[start : start + _SQL_VARIABLES_PER_QUERY]
+            marks = ",".join("?" * len(chunk))
+            rows = connection.execute(
+                "SELECT record_id FROM stream_records WHERE tenant = ? AND topic = ? "
+                f"AND record_id IN ({marks})",
+                (tenant, topic, *chunk),
+            )
+            existing.update((tenant, topic, row[0]) for row in rows)
+    offsets: dict[str, int] = {}
+    rows_to_insert = []
+    results = []
+    for topic, records, now in requests:
+        if topic not in offsets:
+            offsets[topic] = _next_offset(connection, topic)
+        accepted: list[str] = []
+        duplicates: list[str] = []
+        for record in records:
+            identity = (record.tenant, topic, record.record_id)
+            if identity in existing:
+                duplicates.append(record.record_id)
+                continue
+            existing.add(identity)
+            accepted.append(record.record_id)
+            rows_to_insert.append(
+                (topic, offsets[topic], record.tenant, record.record_id, record.key, now,
+                 record.payload)
+            )  # fmt: skip
+            offsets[topic] += 1
+        results.append(AppendResult(tuple(accepted), tuple(duplicates)))
+    connection.executemany(
+        f"INSERT INTO stream_records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows_to_insert,
+    )
+    return results
+
+
 def _to_record(row: tuple[str, int, str, str, str, float, bytes]) -> StoredRecord:
     return StoredRecord(*row)
 
@@ -55,51 +105,19 @@ class SqliteEventLog(EventLog):
     # -- writes ---------------------------------------------------------------
 
     async def append(self, topic: str, records: Sequence[NewRecord]) -> AppendResult:
-        now = self._clock.now()
-
-        def operation(connection: sqlite3.Connection) -> AppendResult:
-            return self.append_in(connection, topic, records, now)
-
-        return await self._writer.submit(operation, weight=max(1, len(records)))
+        # Appends queued for the same commit are written by one call, so many
+        # concurrent single-event requests cost one dedup query and one insert.
+        result: AppendResult = await self._writer.submit_combined(
+            _append_all, (topic, records, self._clock.now()), weight=max(1, len(records))
+        )
+        return result
 
     @staticmethod
     def append_in(
         connection: sqlite3.Connection, topic: str, records: Sequence[NewRecord], now: float
     ) -> AppendResult:
-        existing: set[tuple[str, str]] = set()
-        by_tenant: dict[str, list[str]] = {}
-        for record in records:
-            by_tenant.setdefault(record.tenant, []).append(record.record_id)
-        for tenant, ids in by_tenant.items():
-            for start in range(0, len(ids), _SQL_VARIABLES_PER_QUERY):
-                chunk = ids[start : start + _SQL_VARIABLES_PER_QUERY]
-                marks = ",".join("?" * len(chunk))
-                rows = connection.execute(
-                    "SELECT record_id FROM stream_records WHERE tenant = ? AND topic = ? "
-                    f"AND record_id IN ({marks})",
-                    (tenant, topic, *chunk),
-                )
-                existing.update((tenant, row[0]) for row in rows)
-        offset = _next_offset(connection, topic)
-        accepted: list[str] = []
-        duplicates: list[str] = []
-        rows_to_insert = []
-        for record in records:
-            identity = (record.tenant, record.record_id)
-            if identity in existing:
-                duplicates.append(record.record_id)
-                continue
-            existing.add(identity)
-            accepted.append(record.record_id)
-            rows_to_insert.append(
-                (topic, offset, record.tenant, record.record_id, record.key, now, record.payload)
-            )
-            offset += 1
-        connection.executemany(
-            f"INSERT INTO stream_records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows_to_insert,
-        )
-        return AppendResult(tuple(accepted), tuple(duplicates))
+        """Append within the caller's transaction (one request's records)."""
+        return _append_all(connection, [(topic, records, now)])[0]
 
     async def group_read(
         self,

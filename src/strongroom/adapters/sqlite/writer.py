@@ -37,13 +37,19 @@ MAX_OPERATIONS_PER_COMMIT = 512
 _STOP = object()
 
 
+#: Runs many jobs' payloads in one go and returns one result per payload, in order.
+Combiner = Callable[[sqlite3.Connection, list[Any]], list[Any]]
+
+
 @dataclass(slots=True)
 class _Job:
-    operation: Operation
+    operation: Operation | None
     weight: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     outcome: tuple[bool, Any] = field(default=(False, None))
+    combiner: Combiner | None = None
+    payload: Any = None
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -88,6 +94,31 @@ class GroupCommitWriter:
             Backpressure: the queue is past its bound.
             StorageUnavailable: the writer is closed.
         """
+        return self._enqueue(weight, operation=operation)
+
+    def submit_combined(
+        self, combiner: Combiner, payload: Any, weight: int = 1
+    ) -> asyncio.Future[Any]:
+        """Queue a payload that is written together with others for the same combiner.
+
+        The jobs of one commit that share ``combiner`` run as one call (one set of
+        statements instead of one per job) inside one savepoint, so they succeed
+        or fail together. Each future gets its own payload's result.
+
+        Raises:
+            Backpressure: the queue is past its bound.
+            StorageUnavailable: the writer is closed.
+        """
+        return self._enqueue(weight, combiner=combiner, payload=payload)
+
+    def _enqueue(
+        self,
+        weight: int,
+        *,
+        operation: Operation | None = None,
+        combiner: Combiner | None = None,
+        payload: Any = None,
+    ) -> asyncio.Future[Any]:
         if self._closed:
             raise StorageUnavailable("The event log is shutting down.")
         with self._weight_lock:
@@ -95,8 +126,8 @@ class GroupCommitWriter:
                 raise Backpressure("The log writer is at capacity; retry shortly.")
             self._queued_weight += weight
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(operation, weight, loop, future))
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Job(operation, weight, loop, future, combiner=combiner, payload=payload))
         return future
 
     def close(self) -> None:
@@ -132,13 +163,15 @@ class GroupCommitWriter:
         connection = self._connection
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for job in jobs:
+            for unit in _units(jobs):
                 connection.execute("SAVEPOINT op")
                 try:
-                    job.outcome = (True, job.operation(connection))
+                    _run(connection, unit)
                 except Exception as exc:
+                    # Handed to the callers' futures; the other units still commit.
                     connection.execute("ROLLBACK TO op")
-                    job.outcome = (False, exc)
+                    for job in unit:
+                        job.outcome = (False, exc)
                 connection.execute("RELEASE op")
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -159,6 +192,32 @@ class GroupCommitWriter:
             except RuntimeError:
                 # The caller's loop closed while we committed; nobody awaits it.
                 continue
+
+
+def _units(jobs: list[_Job]) -> list[list[_Job]]:
+    """Jobs in queue order, those sharing a combiner gathered where the first one was."""
+    units: list[list[_Job]] = []
+    combined: dict[Combiner, list[_Job]] = {}
+    for job in jobs:
+        if job.combiner is None:
+            units.append([job])
+        elif job.combiner in combined:
+            combined[job.combiner].append(job)
+        else:
+            combined[job.combiner] = [job]
+            units.append(combined[job.combiner])
+    return units
+
+
+def _run(connection: sqlite3.Connection, unit: list[_Job]) -> None:
+    first = unit[0]
+    if first.combiner is None:
+        assert first.operation is not None
+        first.outcome = (True, first.operation(connection))
+        return
+    results = first.combiner(connection, [job.payload for job in unit])
+    for job, result in zip(unit, results, strict=True):
+        job.outcome = (True, result)
 
 
 def _resolve(jobs: list[_Job]) -> None:
