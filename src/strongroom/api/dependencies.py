@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -14,6 +14,8 @@ from strongroom.domain.access import Scope
 from strongroom.errors import PermissionDenied
 from strongroom.services.auth import Principal
 from strongroom.services.screening import screen
+
+T = TypeVar("T")
 
 JSON: Final = "application/json"
 #: Offsets and sequence numbers are stored as signed 64-bit integers; larger ones are 422.
@@ -57,6 +59,18 @@ async def screened_body(request: Request) -> None:
         body = await request.body()
         if body:
             screen(body)
+
+
+def page(
+    items: Sequence[T], limit: int, cursor: Callable[[T], object], view: Callable[[T], object]
+) -> Response:
+    """A cursor-paginated list: ``{"data": [...], "next": cursor or null}``.
+
+    ``next`` is the last item's cursor when the page is full (there may be
+    more), and null when the page is short (there is nothing after it).
+    """
+    next_after = cursor(items[-1]) if items and len(items) == limit else None
+    return json_response({"data": [view(item) for item in items], "next": next_after})
 
 
 def json_response(content: object, status_code: int = 200) -> Response:

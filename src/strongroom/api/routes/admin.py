@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
-from strongroom.api.dependencies import gateway, json_response, requires, screened_body
+from strongroom.api.dependencies import gateway, json_response, page, requires, screened_body
 from strongroom.domain.access import Scope
 from strongroom.domain.tenancy import TenantStatus
 from strongroom.services.auth import Principal
@@ -44,8 +44,7 @@ async def list_tenants(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     tenants = await gateway(request).tenants.list(after=after, limit=limit)
-    next_after = tenants[-1].id if len(tenants) == limit else None
-    return json_response({"data": [tenant_view(t) for t in tenants], "next": next_after})
+    return page(tenants, limit, lambda t: t.id, tenant_view)
 
 
 @router.get("/v1/admin/tenants/{tenant}", summary="One tenant, by id or name")

@@ -8,7 +8,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from strongroom.api.dependencies import MAX_INT64, gateway, json_response, requires
+from strongroom.api.dependencies import MAX_INT64, gateway, json_response, page, requires
 from strongroom.domain.access import Scope
 from strongroom.errors import NotFound
 from strongroom.ports import AuditQuery
@@ -42,8 +42,7 @@ async def list_audit(
             limit=limit,
         )
     )
-    next_after = records[-1].seq if len(records) == limit else None
-    return json_response({"data": [r.view() for r in records], "next": next_after})
+    return page(records, limit, lambda r: r.seq, lambda r: r.view())
 
 
 @router.get("/v1/audit/checkpoints/latest", summary="The newest signed checkpoint")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
-from strongroom.api.dependencies import gateway, json_response, requires, screened_body
+from strongroom.api.dependencies import gateway, json_response, page, requires, screened_body
 from strongroom.domain.access import Role, Scope, parse_scopes
 from strongroom.errors import InvalidRequest
 from strongroom.services.auth import Principal
@@ -86,8 +86,7 @@ async def list_keys(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     records = await gateway(request).keys.list(caller.tenant, after=after, limit=limit)
-    next_after = records[-1].id if len(records) == limit else None
-    return json_response({"data": [key_view(r) for r in records], "next": next_after})
+    return page(records, limit, lambda r: r.id, key_view)
 
 
 @router.get("/v1/keys/{key_id}", summary="One API key (never its secret)")

@@ -9,7 +9,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from strongroom.api.dependencies import MAX_INT64, gateway, json_response, requires, screened_body
+from strongroom.api.dependencies import (
+    MAX_INT64,
+    gateway,
+    json_response,
+    page,
+    requires,
+    screened_body,
+)
 from strongroom.domain.access import Scope
 from strongroom.domain.topics import AUDIT, TOKENIZED, dead_letter_topic
 from strongroom.errors import NotFound
@@ -78,8 +85,7 @@ async def read_topic(
     records = await gateway(request).log.read(
         _known(topic, READABLE_TOPICS), tenant=caller.tenant, after=after, limit=limit
     )
-    next_after = records[-1].offset if len(records) == limit else None
-    return json_response({"data": [record_view(r) for r in records], "next": next_after})
+    return page(records, limit, lambda r: r.offset, record_view)
 
 
 @router.post(
