@@ -2,41 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from strongroom.api.app import create_app
 from strongroom.config import Settings
-from support import KEY, OTHER_KEY, GatewayProcess
+from support import GatewayProcess, gateway_starter
+from support_app import make_settings, peer, running
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        api_keys=(SecretStr(KEY), SecretStr(OTHER_KEY)),
-        access_log=False,
-    )
+    return make_settings(tmp_path)
 
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The real app in process, lifespan included, over httpx's ASGI transport."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-            yield http
+    async with running(create_app(settings)) as app, peer(app) as http:
+        yield http
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start gateways (default data dir ``tmp_path/data``); every one is stopped at teardown."""
+    with gateway_starter(tmp_path / "data") as start:
+        yield start
 
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
     """A real ``strongroom serve`` process on a free loopback port."""
-    process = GatewayProcess(tmp_path / "data").start()
+    process = GatewayProcess(tmp_path / "data").start(timeout=20.0)
     try:
         yield process
     finally:

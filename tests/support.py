@@ -3,22 +3,44 @@
 from __future__ import annotations
 
 import contextlib
-import os
+import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
+
+from strongroom.domain.cards import contains_pan
+from support_cli import clean_env, cli_argv
 
 KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "test-key-fedcba9876543210"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 JSON_HEADERS = {**AUTH, "Content-Type": "application/json"}
+TOKENIZED_URL: Final = "/v1/streams/payments.tokenized"
+#: A managed key's secret, wherever it appears in a text.
+KEY_IN_TEXT: Final = re.compile(r"sr_(?:live|test)_[0-9A-Za-z]{38}")
+#: Rate limits (for ``serve``) high enough that a test measures anything but the limiter.
+UNTHROTTLED_ENV: Final = {
+    "STRONGROOM_RATELIMIT_RPS": "1000000",
+    "STRONGROOM_RATELIMIT_BURST": "1000000",
+    "STRONGROOM_IP_RATELIMIT_RPS": "1000000",
+    "STRONGROOM_IP_RATELIMIT_BURST": "1000000",
+}
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def key_id_of(secret: str) -> str:
+    """The public id a managed key carries: ``key_`` + its first 12 random characters."""
+    return "key_" + secret[8:20]
 
 
 def event(**overrides: Any) -> dict[str, Any]:
@@ -47,6 +69,36 @@ def event(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+#: Nine digits with at most single separators between them: a third of the way to a PAN.
+_LONG_DIGIT_RUN: Final = re.compile(r"[0-9](?:[ -]?[0-9]){8}")
+
+
+def card_free_event(*, no_long_digit_runs: bool = False, **overrides: Any) -> dict[str, Any]:
+    """``event()`` redrawn until no random identifier looks like a card number, then
+    ``overrides`` applied (so they may hold card data on purpose).
+
+    ``event()`` draws identifiers at random; about one in 300 holds a 13+ digit run,
+    joined by dashes, that passes Luhn, which the gateway rightly refuses as
+    ``pan_detected``. With ``no_long_digit_runs`` values with even nine digits in a row
+    are redrawn too, so that no identifier glued to its neighbours in a database page
+    can look like a card number to a raw scan.
+    """
+    for _ in range(1_000):
+        body = event()
+        strings = [v for v in body.values() if isinstance(v, str)]
+        if not any(
+            contains_pan(v) or (no_long_digit_runs and _LONG_DIGIT_RUN.search(v)) for v in strings
+        ):
+            body.update(overrides)
+            return body
+    raise AssertionError("could not draw a card-free event")
+
+
+def event_ids(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The event ids of stream records, in their order."""
+    return [record["record"]["event_id"] for record in records]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -54,38 +106,40 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    """``strongroom serve`` as a child process, with its output captured to files."""
+    """``strongroom serve`` as a child process, with its output captured to files.
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    The environment is this process's without ``STRONGROOM_*`` variables, with
+    ``STRONGROOM_API_KEYS=KEY``, plus ``env``, minus ``unset``; ``command`` replaces
+    ``python -m strongroom`` (another installation's ``strongroom`` script, say).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        *,
+        unset: Iterable[str] = (),
+        command: Sequence[str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stdout_path = data_dir.parent / f"gateway-{self.port}.out"
         self.stderr_path = data_dir.parent / f"gateway-{self.port}.err"
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")},
-            "STRONGROOM_API_KEYS": KEY,
-            **(env or {}),
-        }
+        self.env = clean_env({"STRONGROOM_API_KEYS": KEY, **(env or {})}, unset=unset)
+        self.command = list(command) if command else None
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> GatewayProcess:
-        with self.stdout_path.open("ab") as stdout, self.stderr_path.open("ab") as stderr:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "strongroom",
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--data-dir",
-                    str(self.data_dir),
-                ],
-                stdout=stdout,
-                stderr=stderr,
-                env=self.env,
-            )
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        """Start and wait until ``/health`` answers 200; killed if it never does."""
+        argv = cli_argv(
+            "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
+            command=self.command,
+        )  # fmt: skip
+        # The parent closes its copies of the output files: an unclosed file is a
+        # ResourceWarning, which the suite turns into an error.
+        with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=err, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -94,6 +148,8 @@ class GatewayProcess:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
             time.sleep(0.05)
+        self.process.kill()
+        self.process.wait(10)
         raise RuntimeError(f"gateway did not become healthy:\n{self.output()}")
 
     def output(self) -> str:
@@ -102,6 +158,12 @@ class GatewayProcess:
             if path.exists():
                 parts.append(path.read_text(errors="replace"))
         return "\n".join(parts)
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
@@ -124,5 +186,34 @@ class GatewayProcess:
             self.process.wait(5)
             raise
 
+    def ensure_stopped(self, timeout: float = 15.0) -> None:
+        """Stop the process if it still runs (SIGTERM, then SIGKILL); never raises."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.stop(timeout=timeout)
+
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10, **kwargs)
+
+
+@contextlib.contextmanager
+def gateway_starter(
+    default_dir: Path, *, start_timeout: float = 30.0, stop_timeout: float = 15.0
+) -> Iterator[Callable[..., GatewayProcess]]:
+    """``start(data_dir=None, env=None, **kw)`` starts a ``GatewayProcess`` (in
+    ``default_dir`` unless told); every one started is stopped on leaving."""
+    started: list[GatewayProcess] = []
+
+    def start(
+        data_dir: Path | None = None, env: dict[str, str] | None = None, **kw: Any
+    ) -> GatewayProcess:
+        process = GatewayProcess(data_dir or default_dir, env, **kw)
+        started.append(process)
+        return process.start(start_timeout)
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.ensure_stopped(stop_timeout)

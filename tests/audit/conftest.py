@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from audit_support import AuditApp, AuditProcess, open_audit_app
+from audit_support import AuditApp, open_audit_app
+
+from support import GatewayProcess, gateway_starter
+from support_app import numbered_factory
 
 
 @pytest.fixture
@@ -23,31 +25,21 @@ def make_audit_app(
     tmp_path: Path,
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[AuditApp]]:
     """A factory: ``async with make_audit_app(ratelimit_burst=2) as app`` on custom settings."""
-    counter = iter(range(1_000))
-
-    def factory(**overrides: Any) -> contextlib.AbstractAsyncContextManager[AuditApp]:
-        return open_audit_app(tmp_path / f"app{next(counter)}", **overrides)
-
-    return factory
+    return numbered_factory(tmp_path, open_audit_app)
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., AuditProcess]]:
+def start_server(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
     """Start ``strongroom serve`` processes; every one is stopped at teardown."""
-    started: list[AuditProcess] = []
+    with gateway_starter(tmp_path / "data", start_timeout=40.0, stop_timeout=20) as start:
 
-    def start(
-        data_dir: Path | None = None,
-        env: dict[str, str] | None = None,
-        *,
-        configured_keys: bool = True,
-    ) -> AuditProcess:
-        process = AuditProcess(data_dir or tmp_path / "data", env, configured_keys=configured_keys)
-        started.append(process)
-        return process.start()
+        def start_server(
+            data_dir: Path | None = None,
+            env: dict[str, str] | None = None,
+            *,
+            configured_keys: bool = True,
+        ) -> GatewayProcess:
+            unset = () if configured_keys else ("STRONGROOM_API_KEYS",)
+            return start(data_dir, env, unset=unset)
 
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.ensure_stopped()
+        yield start_server

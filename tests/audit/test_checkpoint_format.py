@@ -26,10 +26,7 @@ from typing import Any, Final
 import httpx
 import pytest
 from audit_support import (
-    UNTHROTTLED_ENV,
     AuditApp,
-    AuditProcess,
-    bearer,
     bootstrap_key,
     checkpoint_sizes,
     database,
@@ -45,6 +42,7 @@ from strongroom.domain.checkpoints import (
     SignedCheckpoint,
     parse,
 )
+from support import UNTHROTTLED_ENV, GatewayProcess, bearer
 
 EM_DASH: Final = "\u2014 "
 ROOT: Final = hashlib.sha256(b"root").digest()
@@ -210,7 +208,7 @@ def _wait_for_checkpoint(
 
 @pytest.mark.slow
 def test_a_checkpoint_is_signed_every_n_records(
-    start_server: Callable[..., AuditProcess],
+    start_server: Callable[..., GatewayProcess],
 ) -> None:
     server = start_server(
         env={
@@ -245,7 +243,7 @@ def test_a_checkpoint_is_signed_every_n_records(
 
 @pytest.mark.slow
 def test_shutdown_signs_a_checkpoint_covering_every_record(
-    start_server: Callable[..., AuditProcess],
+    start_server: Callable[..., GatewayProcess],
 ) -> None:
     server = start_server(
         env={**UNTHROTTLED_ENV, "STRONGROOM_AUDIT_CHECKPOINT_SECONDS": "86400"},

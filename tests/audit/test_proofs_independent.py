@@ -30,9 +30,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from audit_support import AuditApp, assert_problem, bearer, database, open_audit_app
+from audit_support import AuditApp, database, open_audit_app
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from support import bearer
+from support_problems import assert_problem
 
 # ---------------------------------------------------------------------------------------
 # An independent RFC 9162 verifier (hashlib only).

@@ -30,24 +30,20 @@ from typing import Any, Final
 
 import httpx
 import pytest
-from audit_support import (
-    KEY_IN_TEXT,
-    RECORD_FIELDS,
-    UNTHROTTLED_ENV,
-    AuditApp,
-    AuditProcess,
-    all_record_data,
-    bearer,
-    bootstrap_key,
-    card_free_event,
-    cli,
-    key_id_of,
-)
+from audit_support import RECORD_FIELDS, AuditApp, all_record_data, bootstrap_key, cli
 
 from strongroom.crypto.keyed_hash import keyed_hash
 from strongroom.domain import api_keys
 from strongroom.domain.access import ROLE_SCOPES, Role
-from support import KEY
+from support import (
+    KEY,
+    KEY_IN_TEXT,
+    UNTHROTTLED_ENV,
+    GatewayProcess,
+    bearer,
+    card_free_event,
+    key_id_of,
+)
 
 TOKENIZED: Final = "payments.tokenized"
 CLIENT_IP: Final = "127.0.0.1"
@@ -418,7 +414,7 @@ async def test_dead_letter_replays_are_recorded_over_http_and_from_the_cli(
 
 @pytest.mark.slow
 def test_config_reload_on_sighup_is_recorded(
-    start_server: Callable[..., AuditProcess], tmp_path: Path
+    start_server: Callable[..., GatewayProcess], tmp_path: Path
 ) -> None:
     env_file = tmp_path / "strongroom.env"
     env_file.write_text("STRONGROOM_LOG_LEVEL=info\n")

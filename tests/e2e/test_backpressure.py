@@ -12,16 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_helpers import (
-    UNTHROTTLED,
-    Gateway,
-    assert_well_formed_log,
-    card_free_event,
-    event_ids,
-    read_topic_http,
-)
+from e2e_helpers import assert_well_formed_log, card_free_event, read_topic_http
 
-from support import JSON_HEADERS
+from support import JSON_HEADERS, UNTHROTTLED_ENV, GatewayProcess, event_ids
 
 pytestmark = pytest.mark.slow
 
@@ -79,10 +72,10 @@ def _watch_queue(url: str, stop: threading.Event, burst: Burst) -> None:
 
 
 def test_full_writer_queue_refuses_with_503_and_stores_nothing_refused(
-    start_gateway: Callable[..., Gateway],
+    start_gateway: Callable[..., GatewayProcess],
 ) -> None:
     gateway = start_gateway(
-        env={**UNTHROTTLED, "STRONGROOM_WRITER_QUEUE_MAX_EVENTS": str(QUEUE_MAX_EVENTS)}
+        env={**UNTHROTTLED_ENV, "STRONGROOM_WRITER_QUEUE_MAX_EVENTS": str(QUEUE_MAX_EVENTS)}
     )
     burst = Burst()
     plans = [

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e_helpers import TOPIC, Gateway, card_free_event, clean_env, cli, strongroom_command
+from e2e_helpers import TOPIC, card_free_event, cli, strongroom_command
 
 from strongroom.crypto.keyed_hash import keyed_hash
-from support import KEY, OTHER_KEY
+from support import KEY, OTHER_KEY, GatewayProcess
+from support_cli import clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,7 @@ def _files(directory: Path) -> list[Path]:
     return sorted(path for path in directory.rglob("*") if path.is_file())
 
 
-def _works(gateway: Gateway, key: str) -> None:
+def _works(gateway: GatewayProcess, key: str) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     with gateway.client(headers=headers) as client:
         assert client.get(f"/v1/streams/{TOPIC}").status_code == 200
@@ -34,7 +35,7 @@ def _works(gateway: Gateway, key: str) -> None:
 
 
 def test_bootstrap_key_is_printed_once_and_only_its_keyed_hash_is_stored(
-    start_gateway: Callable[..., Gateway],
+    start_gateway: Callable[..., GatewayProcess],
 ) -> None:
     first = start_gateway(unset=["STRONGROOM_API_KEYS"])
     printed = _KEY_LINE.findall(first.stdout())
@@ -68,7 +69,9 @@ def test_bootstrap_key_is_printed_once_and_only_its_keyed_hash_is_stored(
         assert client.get(f"/v1/streams/{TOPIC}").status_code == 401
 
 
-def test_configured_keys_suppress_the_bootstrap_key(start_gateway: Callable[..., Gateway]) -> None:
+def test_configured_keys_suppress_the_bootstrap_key(
+    start_gateway: Callable[..., GatewayProcess],
+) -> None:
     gateway = start_gateway()
     assert not _KEY_LINE.findall(gateway.stdout())
     assert not any("bootstrap" in path.name for path in _files(gateway.data_dir))
@@ -129,7 +132,7 @@ def test_invalid_configuration_exits_2_with_one_line_naming_the_variable(
 
 
 def test_serve_with_a_port_flag_and_an_invalid_port_variable_uses_the_flag(
-    start_gateway: Callable[..., Gateway],
+    start_gateway: Callable[..., GatewayProcess],
 ) -> None:
     # The command line wins over the environment, as for --data-dir.
     gateway = start_gateway(env={"STRONGROOM_PORT": "abc"})

@@ -11,17 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_helpers import (
-    UNTHROTTLED,
-    Gateway,
-    assert_well_formed_log,
-    card_free_event,
-    event_ids,
-    read_topic_cli,
-    read_topic_http,
-)
+from e2e_helpers import assert_well_formed_log, card_free_event, read_topic_cli, read_topic_http
 
-from support import JSON_HEADERS
+from support import JSON_HEADERS, UNTHROTTLED_ENV, GatewayProcess, event_ids
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +72,7 @@ def _writer(index: int, url: str, load: Load, deadline: float) -> None:
                 load.acknowledged.update(answered)
 
 
-def _run_load_and_kill(gateway: Gateway) -> Load:
+def _run_load_and_kill(gateway: GatewayProcess) -> Load:
     load = Load()
     deadline = time.monotonic() + LOAD_SECONDS
     threads = [
@@ -117,15 +109,15 @@ def _retry_everything(client: httpx.Client, sent: dict[str, dict[str, Any]]) -> 
 
 
 def test_sigkill_under_load_loses_no_acknowledged_event_and_doubles_none(
-    start_gateway: Callable[..., Gateway],
+    start_gateway: Callable[..., GatewayProcess],
 ) -> None:
-    first = start_gateway(env=UNTHROTTLED)
+    first = start_gateway(env=UNTHROTTLED_ENV)
     load = _run_load_and_kill(first)
     assert not load.problems, load.problems[:5]
     assert set(load.statuses) == {202}, load.statuses
     assert load.acknowledged <= set(load.sent)
 
-    second = start_gateway(data_dir=first.data_dir, env=UNTHROTTLED)
+    second = start_gateway(data_dir=first.data_dir, env=UNTHROTTLED_ENV)
     with second.client() as client:
         records = read_topic_http(client)
     assert_well_formed_log(records)

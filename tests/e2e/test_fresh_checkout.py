@@ -13,9 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from e2e_helpers import TOPIC, Gateway, card_free_event, clean_env
+from e2e_helpers import TOPIC, card_free_event
 
-from support import JSON_HEADERS
+from support import JSON_HEADERS, GatewayProcess
+from support_cli import clean_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -43,7 +44,7 @@ def test_fresh_clone_builds_and_serves(tmp_path: Path) -> None:
     script = clone / ".venv" / "bin" / "strongroom"
     assert script.exists()
 
-    gateway = Gateway(tmp_path / "data", command=[str(script)])
+    gateway = GatewayProcess(tmp_path / "data", command=[str(script)])
     gateway.env = clean_env(
         {"STRONGROOM_API_KEYS": gateway.env["STRONGROOM_API_KEYS"]},
         unset=["VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"],

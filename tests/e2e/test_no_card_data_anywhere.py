@@ -20,9 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_helpers import TOPIC, UNTHROTTLED, Gateway, card_free_event, read_topic_http
+from e2e_helpers import TOPIC, card_free_event, read_topic_http
 
 from strongroom.domain.cards import find_pan_spans, luhn_valid
+from support import UNTHROTTLED_ENV, GatewayProcess
 
 pytestmark = pytest.mark.slow
 
@@ -457,7 +458,7 @@ _KEY_LINE = re.compile(r"^\s+(\S{16,})\s*$", re.MULTILINE)
 def findings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Findings]:
     data_dir = tmp_path_factory.mktemp("cards") / "data"
     # No configured keys: the bootstrap platform admin key reaches every endpoint.
-    gateway = Gateway(data_dir, UNTHROTTLED, unset=["STRONGROOM_API_KEYS"])
+    gateway = GatewayProcess(data_dir, UNTHROTTLED_ENV, unset=["STRONGROOM_API_KEYS"])
     result = Findings()
     try:
         gateway.start()

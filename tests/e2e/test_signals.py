@@ -18,16 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_helpers import (
-    TOPIC,
-    UNTHROTTLED,
-    Gateway,
-    card_free_event,
-    event_ids,
-    read_topic_http,
-)
+from e2e_helpers import TOPIC, card_free_event, read_topic_http
 
-from support import JSON_HEADERS
+from support import JSON_HEADERS, UNTHROTTLED_ENV, GatewayProcess, event_ids
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +28,7 @@ KEY_A = "rotation-key-A-0123456789abcdef"
 KEY_B = "rotation-key-B-fedcba9876543210"
 
 
-def _status(gateway: Gateway, key: str) -> int:
+def _status(gateway: GatewayProcess, key: str) -> int:
     response = httpx.get(
         f"{gateway.url}/v1/streams/{TOPIC}",
         headers={"Authorization": f"Bearer {key}"},
@@ -52,15 +45,22 @@ def _keep_alive_get(connection: http.client.HTTPConnection, key: str) -> int:
     return response.status
 
 
-def test_sighup_rotates_keys_without_dropping_connections(
-    start_gateway: Callable[..., Gateway], tmp_path: Path
-) -> None:
-    env_file = tmp_path / "strongroom.env"
+def _start_with_keys_from(
+    env_file: Path, start_gateway: Callable[..., GatewayProcess]
+) -> GatewayProcess:
+    """A gateway whose only keys come from ``env_file``, which holds key A at first."""
     env_file.write_text(f"STRONGROOM_API_KEYS={KEY_A}\n")
-    gateway = start_gateway(
-        env={**UNTHROTTLED, "STRONGROOM_ENV_FILE": str(env_file)},
+    return start_gateway(
+        env={**UNTHROTTLED_ENV, "STRONGROOM_ENV_FILE": str(env_file)},
         unset=["STRONGROOM_API_KEYS"],
     )
+
+
+def test_sighup_rotates_keys_without_dropping_connections(
+    start_gateway: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    env_file = tmp_path / "strongroom.env"
+    gateway = _start_with_keys_from(env_file, start_gateway)
     assert "STRONGROOM_API_KEYS" not in gateway.env
     assert _status(gateway, KEY_A) == 200
     assert _status(gateway, KEY_B) == 401
@@ -103,14 +103,10 @@ def test_sighup_rotates_keys_without_dropping_connections(
 
 
 def test_sighup_with_a_broken_env_file_keeps_the_current_keys(
-    start_gateway: Callable[..., Gateway], tmp_path: Path
+    start_gateway: Callable[..., GatewayProcess], tmp_path: Path
 ) -> None:
     env_file = tmp_path / "strongroom.env"
-    env_file.write_text(f"STRONGROOM_API_KEYS={KEY_A}\n")
-    gateway = start_gateway(
-        env={**UNTHROTTLED, "STRONGROOM_ENV_FILE": str(env_file)},
-        unset=["STRONGROOM_API_KEYS"],
-    )
+    gateway = _start_with_keys_from(env_file, start_gateway)
     env_file.write_text("STRONGROOM_API_KEYS=tiny-k3y\n")
     gateway.signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
@@ -238,8 +234,8 @@ def sigterm_under_load(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dra
     their sockets (a trace hook marks the moment), so they are unambiguously in flight.
     """
     data_dir = tmp_path_factory.mktemp("sigterm") / "data"
-    gateway = Gateway(data_dir, UNTHROTTLED)
-    restarted = Gateway(data_dir, UNTHROTTLED)
+    gateway = GatewayProcess(data_dir, UNTHROTTLED_ENV)
+    restarted = GatewayProcess(data_dir, UNTHROTTLED_ENV)
     drain = Drain()
     try:
         gateway.start()

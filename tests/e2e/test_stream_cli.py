@@ -12,19 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_helpers import (
-    TOPIC,
-    UNTHROTTLED,
-    Gateway,
-    LineReader,
-    card_free_event,
-    clean_env,
-    cli,
-    read_topic_cli,
-    strongroom_command,
-)
+from e2e_helpers import TOPIC, LineReader, card_free_event, cli, read_topic_cli, strongroom_command
 
-from support import JSON_HEADERS
+from support import JSON_HEADERS, UNTHROTTLED_ENV, GatewayProcess
+from support_cli import clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -50,9 +41,9 @@ def _ingest(client: httpx.Client, count: int) -> list[str]:
 @pytest.fixture(scope="module")
 def fed_gateway(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Gateway, list[str]]]:
+) -> Iterator[tuple[GatewayProcess, list[str]]]:
     """A gateway holding 25 events, shared by the tests that only read it."""
-    gateway = Gateway(tmp_path_factory.mktemp("tail") / "data", UNTHROTTLED)
+    gateway = GatewayProcess(tmp_path_factory.mktemp("tail") / "data", UNTHROTTLED_ENV)
     try:
         gateway.start()
         with gateway.client() as client:
@@ -64,7 +55,7 @@ def fed_gateway(
 
 @pytest.mark.parametrize("start", [0, 10, 25])
 def test_tail_prints_json_lines_in_offset_order_from_the_given_offset(
-    fed_gateway: tuple[Gateway, list[str]], start: int
+    fed_gateway: tuple[GatewayProcess, list[str]], start: int
 ) -> None:
     gateway, ids = fed_gateway
     lines = read_topic_cli(gateway.data_dir, start=start)
@@ -77,7 +68,7 @@ def test_tail_prints_json_lines_in_offset_order_from_the_given_offset(
 
 
 def test_tail_without_json_prints_one_tab_separated_line_per_record(
-    fed_gateway: tuple[Gateway, list[str]],
+    fed_gateway: tuple[GatewayProcess, list[str]],
 ) -> None:
     gateway, ids = fed_gateway
     result = cli("stream", "tail", "--from", "20", "--data-dir", str(gateway.data_dir))
@@ -90,8 +81,8 @@ def test_tail_without_json_prints_one_tab_separated_line_per_record(
         assert json.loads(fields[-1])["event_id"] == ids[offset]
 
 
-def test_tail_follow_picks_up_new_records(start_gateway: Callable[..., Gateway]) -> None:
-    gateway = start_gateway(env=UNTHROTTLED)
+def test_tail_follow_picks_up_new_records(start_gateway: Callable[..., GatewayProcess]) -> None:
+    gateway = start_gateway(env=UNTHROTTLED_ENV)
     with gateway.client() as client:
         _ingest(client, 25)
     follower = subprocess.Popen(
@@ -146,9 +137,9 @@ def _dlq_list(data_dir: Path, *extra: str) -> list[dict[str, Any]]:
 
 
 def test_dead_letters_are_listed_and_replayed_from_the_cli(
-    start_gateway: Callable[..., Gateway],
+    start_gateway: Callable[..., GatewayProcess],
 ) -> None:
-    gateway = start_gateway(env={**UNTHROTTLED, "STRONGROOM_CONSUMER_MAX_DELIVERIES": "2"})
+    gateway = start_gateway(env={**UNTHROTTLED_ENV, "STRONGROOM_CONSUMER_MAX_DELIVERIES": "2"})
     with gateway.client() as client:
         ids = _ingest(client, 3)
         first = _group_read(client, consumer="c1", limit=10, visibility_timeout_seconds=0.05)

@@ -9,20 +9,18 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from integration_support import make_settings, running
 
 from strongroom.api.app import create_app
+from support_app import make_settings, numbered_factory, running
+
+
+@contextlib.asynccontextmanager
+async def _serve(directory: Path, **overrides: Any) -> AsyncIterator[FastAPI]:
+    async with running(create_app(make_settings(directory, **overrides))) as app:
+        yield app
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContextManager[FastAPI]]:
     """A factory: ``async with serve(ratelimit_burst=3) as app`` runs an app on custom settings."""
-    counter = iter(range(1_000))
-
-    @contextlib.asynccontextmanager
-    async def factory(**overrides: Any) -> AsyncIterator[FastAPI]:
-        settings = make_settings(tmp_path / f"app{next(counter)}", **overrides)
-        async with running(create_app(settings)) as app:
-            yield app
-
-    return factory
+    return numbered_factory(tmp_path, _serve)

@@ -21,19 +21,12 @@ from typing import Any
 
 import httpx
 import pytest
-from integration_support import (
-    TOKENIZED_URL,
-    Failures,
-    assert_problem,
-    event,
-    metric_samples,
-    metric_value,
-    peer,
-    stored_ids,
-)
+from integration_support import Failures, metric_samples, metric_value, stored_ids
 from pydantic import SecretStr
 
-from support import AUTH, KEY, OTHER_KEY
+from support import AUTH, KEY, OTHER_KEY, TOKENIZED_URL, card_free_event
+from support_app import peer
+from support_problems import assert_problem
 
 WRONG_KEY = "wrong-key-5c1e3a7b9d"
 REVOKED_KEY = "revoked-key-0123456789"
@@ -77,7 +70,9 @@ def headers_for(authorization: str | None) -> dict[str, str]:
 async def call(
     client: httpx.AsyncClient, method: str, path: str, body: Any, authorization: str | None
 ) -> httpx.Response:
-    content = json.dumps(body if body is not None else event()) if method == "POST" else None
+    content = (
+        json.dumps(body if body is not None else card_free_event()) if method == "POST" else None
+    )
     return await client.request(method, path, content=content, headers=headers_for(authorization))
 
 
@@ -127,7 +122,7 @@ async def test_the_refusal_is_the_same_whatever_the_reason(client: httpx.AsyncCl
 
 @pytest.mark.parametrize("key", [KEY, OTHER_KEY])
 async def test_each_configured_key_works(client: httpx.AsyncClient, key: str) -> None:
-    body = event()
+    body = card_free_event()
 
     written = await call(client, "POST", "/v1/events", body, f"Bearer {key}")
     read = await call(client, "GET", TOKENIZED_URL, None, f"Bearer {key}")

@@ -17,17 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from integration_support import (
-    TOKENIZED_URL,
-    Failures,
-    assert_no_digits_of,
-    assert_problem,
-    error_fields,
-    event,
-    stored_ids,
-)
+from integration_support import Failures, assert_no_digits_of, error_fields, stored_ids
 
-from support import AUTH, JSON_HEADERS
+from support import AUTH, JSON_HEADERS, TOKENIZED_URL, card_free_event
+from support_problems import assert_problem
 
 EVENTS = "/v1/events"
 EXHAUST = "/v1/events/payment_exhaust"
@@ -71,7 +64,7 @@ SAD_KEYS = ["cvv", "CVC", "cvv2", "pin", "track2", "Track-2", "c_v_v", "security
 
 
 def with_overrides(**overrides: Any) -> dict[str, Any]:
-    body = event()
+    body = card_free_event()
     body.update(overrides)
     return body
 
@@ -107,7 +100,7 @@ async def test_a_pan_in_one_batch_item_refuses_the_batch_naming_the_item(
     failures = Failures()
     for case, text, digits in PAN_TEXTS:
         with failures.case(case):
-            events = [event() for _ in range(4)]
+            events = [card_free_event() for _ in range(4)]
             events[2]["metadata"] = {"note": text}
             response = await post_raw(client, json.dumps({"events": events}, ensure_ascii=False))
             problem = assert_problem(response, 422, "pan_detected")
@@ -235,7 +228,7 @@ async def test_a_sensitive_key_in_a_batch_item_refuses_the_batch(
     client: httpx.AsyncClient,
 ) -> None:
     for key in ("cvv", "pin", "track2"):
-        events = [event() for _ in range(3)]
+        events = [card_free_event() for _ in range(3)]
         events[1]["metadata"] = {"note": "fine", key: "x"}
 
         response = await post_raw(client, json.dumps({"events": events}))
@@ -246,7 +239,7 @@ async def test_a_sensitive_key_in_a_batch_item_refuses_the_batch(
 
 
 async def test_a_sensitive_key_beside_the_events_list_is_refused(client: httpx.AsyncClient) -> None:
-    response = await post_raw(client, json.dumps({"events": [event()], "cvc": "x"}))
+    response = await post_raw(client, json.dumps({"events": [card_free_event()], "cvc": "x"}))
 
     assert_problem(response, 422, "sensitive_authentication_data")
     assert await stored_ids(client) == []
@@ -322,7 +315,7 @@ async def test_a_pan_as_a_consumer_group_name_is_refused(client: httpx.AsyncClie
 
 
 async def test_a_pan_as_a_consumer_name_is_refused(client: httpx.AsyncClient) -> None:
-    await post_raw(client, json.dumps(event()))
+    await post_raw(client, json.dumps(card_free_event()))
 
     response = await client.post(
         f"{TOKENIZED_URL}/groups/g1/read", json={"consumer": VISA}, headers=AUTH

@@ -17,16 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from integration_support import (
-    TOKENIZED_URL,
-    Failures,
-    assert_problem,
-    error_fields,
-    event,
-    peer,
-)
+from integration_support import Failures, error_fields
 
-from support import AUTH, JSON_HEADERS
+from support import AUTH, JSON_HEADERS, TOKENIZED_URL, card_free_event
+from support_app import peer
+from support_problems import assert_problem
 
 GROUPS = f"{TOKENIZED_URL}/groups"
 DEAD_LETTERS = f"{TOKENIZED_URL}/dead-letters"
@@ -34,7 +29,7 @@ SHORT = 0.2
 
 
 async def ingest(client: httpx.AsyncClient, count: int) -> list[str]:
-    events = [event() for _ in range(count)]
+    events = [card_free_event() for _ in range(count)]
     response = await client.post(
         "/v1/events", content=json.dumps({"events": events}), headers=JSON_HEADERS
     )

@@ -21,16 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-from integration_support import (
-    TOKENIZED_URL,
-    Failures,
-    assert_no_digits_of,
-    assert_problem,
-    event,
-    peer,
-)
+from integration_support import Failures, assert_no_digits_of
 
-from support import AUTH, JSON_HEADERS, OTHER_KEY
+from support import AUTH, JSON_HEADERS, OTHER_KEY, TOKENIZED_URL, card_free_event
+from support_app import peer
+from support_problems import assert_problem
 
 MIB = 1024 * 1024
 OTHER_AUTH = {"Authorization": f"Bearer {OTHER_KEY}"}
@@ -64,7 +59,7 @@ PRODUCERS: dict[str, tuple[int, Producer]] = {
     "200-health": (200, lambda h: h.get("/health")),
     "200-metrics": (200, lambda h: h.get("/metrics")),
     "200-stream": (200, lambda h: h.get(TOKENIZED_URL, headers=AUTH)),
-    "202-event": (202, lambda h: h.post("/v1/events", json=event(), headers=AUTH)),
+    "202-event": (202, lambda h: h.post("/v1/events", json=card_free_event(), headers=AUTH)),
     "401-missing": (401, lambda h: h.get(TOKENIZED_URL)),
     "404-unauthenticated-path": (404, lambda h: h.get("/no-such-page")),
     "404-v1-path": (404, lambda h: h.get("/v1/no-such-page", headers=AUTH)),
@@ -132,7 +127,7 @@ async def test_authenticated_responses_carry_rate_limit_headers_with_remaining_g
     async with serve(ratelimit_burst=10, ratelimit_rps=0.5) as app, peer(app) as http:
         answers = [
             await http.get(TOKENIZED_URL, headers=AUTH),
-            await http.post("/v1/events", json=event(), headers=AUTH),
+            await http.post("/v1/events", json=card_free_event(), headers=AUTH),
             await http.post("/v1/events", json={"events": []}, headers=AUTH),
             await http.get("/v1/no-such-page", headers=AUTH),
             await http.get(TOKENIZED_URL, headers=AUTH),
@@ -179,7 +174,7 @@ async def test_over_the_burst_a_key_gets_429_with_retry_after_and_rate_headers(
 async def test_a_limited_key_stores_nothing(limited: httpx.AsyncClient) -> None:
     for _ in range(3):
         await limited.get(TOKENIZED_URL, headers=AUTH)
-    body = event()
+    body = card_free_event()
 
     refused = await limited.post("/v1/events", json=body, headers=AUTH)
     read = await limited.get(TOKENIZED_URL, headers=OTHER_AUTH)

@@ -19,21 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
-from integration_support import (
-    TOKENIZED_URL,
-    Failures,
-    assert_problem,
-    error_fields,
-    event,
-    make_settings,
-    peer,
-    running,
-    stored_ids,
-    stored_records,
-)
+from integration_support import Failures, error_fields, stored_ids, stored_records
 
 from strongroom.api.app import create_app
-from support import JSON_HEADERS, OTHER_KEY
+from support import JSON_HEADERS, OTHER_KEY, TOKENIZED_URL, card_free_event
+from support_app import make_settings, peer, running
+from support_problems import assert_problem
 
 EVENTS = "/v1/events"
 EXHAUST = "/v1/events/payment_exhaust"
@@ -46,7 +37,7 @@ async def post(client: httpx.AsyncClient, body: object, route: str = EVENTS) -> 
 async def test_the_same_event_twice_is_stored_once_and_answered_as_a_duplicate(
     client: httpx.AsyncClient,
 ) -> None:
-    body = event()
+    body = card_free_event()
 
     first = await post(client, body)
     second = await post(client, body)
@@ -61,7 +52,7 @@ async def test_the_same_event_twice_is_stored_once_and_answered_as_a_duplicate(
 async def test_a_retry_with_a_different_body_does_not_overwrite_the_first(
     client: httpx.AsyncClient,
 ) -> None:
-    original = event(retry_count=1)
+    original = card_free_event(retry_count=1)
     changed = {**original, "retry_count": 2, "channel": "pos"}
 
     await post(client, original)
@@ -76,7 +67,7 @@ async def test_a_retry_with_a_different_body_does_not_overwrite_the_first(
 async def test_an_id_is_a_duplicate_across_both_ingest_routes_and_both_keys(
     client: httpx.AsyncClient,
 ) -> None:
-    body = event()
+    body = card_free_event()
     other_key = {**JSON_HEADERS, "Authorization": f"Bearer {OTHER_KEY}"}
 
     first = await post(client, body, EXHAUST)
@@ -90,7 +81,7 @@ async def test_an_id_is_a_duplicate_across_both_ingest_routes_and_both_keys(
 
 
 async def test_a_duplicate_inside_one_batch_is_stored_once(client: httpx.AsyncClient) -> None:
-    a, b = event(), event()
+    a, b = card_free_event(), card_free_event()
     a_again = {**a, "channel": "pos"}
 
     response = await post(client, {"events": [a, b, a_again, b]})
@@ -108,8 +99,8 @@ async def test_a_duplicate_inside_one_batch_is_stored_once(client: httpx.AsyncCl
 async def test_a_batch_mixing_stored_and_new_events_stores_only_the_new(
     client: httpx.AsyncClient,
 ) -> None:
-    old = [event() for _ in range(3)]
-    new = [event() for _ in range(3)]
+    old = [card_free_event() for _ in range(3)]
+    new = [card_free_event() for _ in range(3)]
     await post(client, {"events": old})
 
     mixed = [new[0], old[0], new[1], old[1], new[2], old[2]]
@@ -125,7 +116,7 @@ async def test_a_batch_mixing_stored_and_new_events_stores_only_the_new(
 async def test_ids_are_compared_as_uuids_so_case_does_not_create_a_second_record(
     client: httpx.AsyncClient,
 ) -> None:
-    body = event()
+    body = card_free_event()
     upper = {**body, "event_id": body["event_id"].upper()}
 
     await post(client, body)
@@ -138,7 +129,7 @@ async def test_ids_are_compared_as_uuids_so_case_does_not_create_a_second_record
 async def test_50_concurrent_requests_with_overlapping_ids_store_each_id_exactly_once(
     client: httpx.AsyncClient,
 ) -> None:
-    pool = [event() for _ in range(40)]
+    pool = [card_free_event() for _ in range(40)]
     chooser = random.Random(20261122)
     batches = [chooser.sample(pool, 8) for _ in range(50)]
 
@@ -162,7 +153,7 @@ async def test_50_concurrent_requests_with_overlapping_ids_store_each_id_exactly
 async def test_concurrent_single_events_each_get_a_distinct_increasing_offset(
     client: httpx.AsyncClient,
 ) -> None:
-    events = [event() for _ in range(50)]
+    events = [card_free_event() for _ in range(50)]
 
     responses = await asyncio.gather(*(post(client, e) for e in events))
 
@@ -177,8 +168,8 @@ async def test_concurrent_single_events_each_get_a_distinct_increasing_offset(
 async def test_a_batch_keeps_its_submission_order_with_strictly_increasing_offsets(
     client: httpx.AsyncClient,
 ) -> None:
-    first = [event() for _ in range(30)]
-    second = [event() for _ in range(30)]
+    first = [card_free_event() for _ in range(30)]
+    second = [card_free_event() for _ in range(30)]
 
     await post(client, {"events": first})
     await post(client, {"events": second})
@@ -191,8 +182,8 @@ async def test_a_batch_keeps_its_submission_order_with_strictly_increasing_offse
 
 
 async def test_a_record_is_keyed_by_merchant_else_processor(client: httpx.AsyncClient) -> None:
-    with_merchant = event(merchant_id_hash="m_abc")
-    without_merchant = event(processor="adyen")
+    with_merchant = card_free_event(merchant_id_hash="m_abc")
+    without_merchant = card_free_event(processor="adyen")
     without_merchant.pop("merchant_id_hash")
 
     await post(client, {"events": [with_merchant, without_merchant]})
@@ -203,7 +194,7 @@ async def test_a_record_is_keyed_by_merchant_else_processor(client: httpx.AsyncC
 
 async def test_a_duplicate_is_recognised_after_the_gateway_restarts(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    body = event()
+    body = card_free_event()
 
     async with running(create_app(settings)) as app, peer(app) as http:
         assert (await post(http, body)).json()["accepted"] == [body["event_id"]]
@@ -226,7 +217,7 @@ async def _page(client: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
 async def test_pages_walk_the_topic_in_order_with_after_limit_and_next(
     client: httpx.AsyncClient,
 ) -> None:
-    events = [event() for _ in range(25)]
+    events = [card_free_event() for _ in range(25)]
     await post(client, {"events": events})
 
     first = await _page(client, limit=10)
@@ -246,7 +237,7 @@ async def test_pages_walk_the_topic_in_order_with_after_limit_and_next(
 async def test_after_is_exclusive_and_minus_one_means_from_the_start(
     client: httpx.AsyncClient,
 ) -> None:
-    await post(client, {"events": [event() for _ in range(5)]})
+    await post(client, {"events": [card_free_event() for _ in range(5)]})
     everything = await _page(client)
     offsets = [r["offset"] for r in everything["data"]]
 
@@ -265,8 +256,8 @@ async def test_an_empty_topic_reads_as_an_empty_page(client: httpx.AsyncClient) 
 
 
 async def test_the_default_page_is_at_most_100_records(client: httpx.AsyncClient) -> None:
-    await post(client, {"events": [event() for _ in range(100)]})
-    await post(client, {"events": [event() for _ in range(5)]})
+    await post(client, {"events": [card_free_event() for _ in range(100)]})
+    await post(client, {"events": [card_free_event() for _ in range(5)]})
 
     page = await _page(client)
 
@@ -291,7 +282,7 @@ async def test_bad_paging_parameters_are_refused_with_422(client: httpx.AsyncCli
 async def test_an_after_beyond_any_offset_is_not_a_server_error(
     client: httpx.AsyncClient, after: int
 ) -> None:
-    await post(client, event())
+    await post(client, card_free_event())
 
     response = await client.get(TOKENIZED_URL, params={"after": after}, headers=JSON_HEADERS)
 

@@ -20,18 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
-from integration_support import (
-    TOKENIZED_URL,
-    Failures,
-    assert_problem,
-    error_fields,
-    event,
-    peer,
-    stored_ids,
-    stored_records,
-)
+from integration_support import Failures, error_fields, stored_ids, stored_records
 
-from support import AUTH, JSON_HEADERS
+from support import AUTH, JSON_HEADERS, TOKENIZED_URL, card_free_event
+from support_app import peer
+from support_problems import assert_problem
 
 EVENTS = "/v1/events"
 EXHAUST = "/v1/events/payment_exhaust"
@@ -133,7 +126,7 @@ VALID_EDGES: list[tuple[str, dict[str, Any]]] = [
 
 def build(**overrides: Any) -> dict[str, Any]:
     """A valid event with overrides; an override of ``...`` removes the field."""
-    body = event()
+    body = card_free_event()
     for name, value in overrides.items():
         if value is ...:
             body.pop(name, None)
@@ -153,7 +146,7 @@ async def post(client: httpx.AsyncClient, body: object, route: str = EVENTS) -> 
 async def test_a_valid_single_event_is_acknowledged_with_its_id_and_stored(
     client: httpx.AsyncClient, route: str
 ) -> None:
-    body = event()
+    body = card_free_event()
 
     response = await post(client, body, route)
 
@@ -172,7 +165,7 @@ async def test_batches_of_1_to_100_events_are_acknowledged_in_order(
 ) -> None:
     expected: list[str] = []
     for size in (1, 2, 37, 100):
-        events = [event() for _ in range(size)]
+        events = [card_free_event() for _ in range(size)]
 
         response = await post(client, {"events": events})
 
@@ -187,7 +180,7 @@ async def test_batches_of_0_or_101_events_are_refused_and_nothing_is_stored(
     client: httpx.AsyncClient,
 ) -> None:
     for size in (0, 101):
-        response = await post(client, {"events": [event() for _ in range(size)]})
+        response = await post(client, {"events": [card_free_event() for _ in range(size)]})
 
         body = assert_problem(response, 422, "validation_failed")
         assert error_fields(body) == {"events"}, f"size {size}: {body}"
@@ -208,7 +201,7 @@ async def test_values_at_the_edge_of_each_bound_are_accepted(client: httpx.Async
 
 
 async def test_json_content_type_with_parameters_is_accepted(client: httpx.AsyncClient) -> None:
-    body = event()
+    body = card_free_event()
     headers = {**AUTH, "Content-Type": "Application/JSON; charset=utf-8"}
 
     response = await client.post(EVENTS, content=json.dumps(body), headers=headers)
@@ -236,7 +229,7 @@ async def test_each_field_rule_refuses_the_event_alone_and_in_a_batch(
                 body = assert_problem(response, 422, "validation_failed")
                 assert path in error_fields(body), body
         with failures.case(f"{case} in a batch"):
-            events = [event() for _ in range(5)]
+            events = [card_free_event() for _ in range(5)]
             events[3] = build(**overrides)
             response = await post(client, {"events": events})
             body = assert_problem(response, 422, "validation_failed")
@@ -248,7 +241,7 @@ async def test_each_field_rule_refuses_the_event_alone_and_in_a_batch(
 async def test_every_failing_index_and_field_is_named_and_nothing_of_the_batch_is_stored(
     client: httpx.AsyncClient,
 ) -> None:
-    events = [event() for _ in range(6)]
+    events = [card_free_event() for _ in range(6)]
     events[1]["currency"] = "usd"
     events[3]["retry_count"] = "3"
     events[3]["processor"] = "Stripe"
@@ -274,7 +267,7 @@ async def test_every_failing_index_and_field_is_named_and_nothing_of_the_batch_i
 async def test_an_unknown_field_beside_the_events_list_refuses_the_batch(
     client: httpx.AsyncClient,
 ) -> None:
-    response = await post(client, {"events": [event()], "source": "x"})
+    response = await post(client, {"events": [card_free_event()], "source": "x"})
 
     body = assert_problem(response, 422, "validation_failed")
     assert "source" in error_fields(body)
@@ -294,7 +287,7 @@ async def test_an_events_member_that_is_not_a_list_of_objects_is_refused(
 
 
 async def test_payment_exhaust_refuses_a_batch_body(client: httpx.AsyncClient) -> None:
-    response = await post(client, {"events": [event(), event()]}, EXHAUST)
+    response = await post(client, {"events": [card_free_event(), card_free_event()]}, EXHAUST)
 
     body = assert_problem(response, 422, "validation_failed")
     assert "events" in error_fields(body)
@@ -330,7 +323,7 @@ async def test_a_body_that_is_not_json_is_refused_with_422(client: httpx.AsyncCl
 
 async def test_json_that_is_not_an_object_is_refused_with_422(client: httpx.AsyncClient) -> None:
     failures = Failures()
-    for document in ([], [event()], "event", 42, None, True):
+    for document in ([], [card_free_event()], "event", 42, None, True):
         with failures.case(repr(document)[:40]):
             assert_problem(await post(client, document), 422, "validation_failed")
     failures.check()
@@ -350,7 +343,9 @@ async def test_a_body_not_sent_as_json_is_refused_with_415(client: httpx.AsyncCl
         for route in ROUTES:
             with failures.case(f"{content_type} on {route}"):
                 headers = {**AUTH, "Content-Type": content_type}
-                response = await client.post(route, content=json.dumps(event()), headers=headers)
+                response = await client.post(
+                    route, content=json.dumps(card_free_event()), headers=headers
+                )
                 assert_problem(response, 415, "unsupported_media_type")
     failures.check()
     assert await stored_ids(client) == []
@@ -359,7 +354,7 @@ async def test_a_body_not_sent_as_json_is_refused_with_415(client: httpx.AsyncCl
 def _padded_batch(total: int) -> bytes:
     """A valid batch, padded with JSON whitespace to exactly ``total`` bytes."""
     note = "n" * 256
-    events = [event(metadata={f"key{i}": note for i in range(20)}) for _ in range(100)]
+    events = [card_free_event(metadata={f"key{i}": note for i in range(20)}) for _ in range(100)]
     raw = json.dumps({"events": events}).encode()
     assert len(raw) <= total
     return raw + b" " * (total - len(raw))
@@ -401,7 +396,7 @@ async def test_a_streamed_body_over_1_mib_without_content_length_is_refused_with
 
 
 async def test_a_streamed_body_under_the_limit_is_accepted(client: httpx.AsyncClient) -> None:
-    body = {"events": [event() for _ in range(10)]}
+    body = {"events": [card_free_event() for _ in range(10)]}
 
     response = await client.post(
         EVENTS, content=_chunks(json.dumps(body).encode(), 100), headers=JSON_HEADERS
@@ -416,7 +411,9 @@ async def test_a_malformed_content_length_is_refused_before_the_body_is_read(
 ) -> None:
     for declared in ("abc", "-1", "1e3"):
         headers = {**JSON_HEADERS, "Content-Length": declared}
-        request = client.build_request("POST", EVENTS, content=json.dumps(event()), headers=headers)
+        request = client.build_request(
+            "POST", EVENTS, content=json.dumps(card_free_event()), headers=headers
+        )
 
         response = await client.send(request)
 
@@ -433,7 +430,7 @@ def _small_event() -> dict[str, Any]:
 async def test_an_event_over_max_event_bytes_is_refused_with_413(serve: Any) -> None:
     async with serve(max_event_bytes=256) as app, peer(app) as http:
         small = _small_event()
-        big = event(metadata={"note": "n" * 200})
+        big = card_free_event(metadata={"note": "n" * 200})
 
         refused_single = await post(http, big)
         refused_batch = await post(http, {"events": [small, big, _small_event()]})
@@ -452,7 +449,7 @@ async def test_the_default_max_event_bytes_is_not_reachable_with_valid_metadata(
 ) -> None:
     # The largest valid event (20 keys of 64 characters, values of 256) stays under 64 KiB.
     metadata = {f"{i:02d}".ljust(64, "k"): "v" * 256 for i in range(20)}
-    body = event(metadata=metadata, **dict.fromkeys(LABEL_FIELDS, "x" * 64))
+    body = card_free_event(metadata=metadata, **dict.fromkeys(LABEL_FIELDS, "x" * 64))
 
     response = await post(client, body)
 
@@ -475,7 +472,10 @@ SENTINEL_CASES: list[tuple[str, bytes]] = [
     ("metadata-long-key", json.dumps(build(metadata={SENTINEL * 5: "v"})).encode()),
     ("unknown-field-value", json.dumps(build(extra=SENTINEL)).encode()),
     ("batch-item-string", json.dumps({"events": [SENTINEL]}).encode()),
-    ("batch-bad-item", json.dumps({"events": [event(), build(currency=SENTINEL)]}).encode()),
+    (
+        "batch-bad-item",
+        json.dumps({"events": [card_free_event(), build(currency=SENTINEL)]}).encode(),
+    ),
     ("events-string", json.dumps({"events": SENTINEL}).encode()),
     ("top-level-string", json.dumps(SENTINEL).encode()),
     ("invalid-json", f'{{"event_id": {SENTINEL}}}'.encode()),

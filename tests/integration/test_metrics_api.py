@@ -15,16 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from integration_support import (
-    TOKENIZED_URL,
-    event,
-    metric_samples,
-    metric_value,
-    peer,
-    stored_ids,
-)
+from integration_support import metric_samples, metric_value, stored_ids
 
-from support import AUTH, JSON_HEADERS, KEY, OTHER_KEY
+from support import AUTH, JSON_HEADERS, KEY, OTHER_KEY, TOKENIZED_URL, card_free_event
+from support_app import peer
 
 ACCEPTED = "strongroom_ingest_events_accepted_total"
 DUPLICATE = "strongroom_ingest_events_duplicate_total"
@@ -72,12 +66,12 @@ async def test_a_fresh_gateway_counts_from_zero(client: httpx.AsyncClient) -> No
 async def test_accepted_and_duplicate_counters_move_by_event_counts(
     client: httpx.AsyncClient,
 ) -> None:
-    first = [event() for _ in range(5)]
+    first = [card_free_event() for _ in range(5)]
     await post(client, {"events": first})
     assert await metric_value(client, ACCEPTED) == 5
     assert await metric_value(client, DUPLICATE) == 0
 
-    await post(client, {"events": [first[0], first[1], event()]})
+    await post(client, {"events": [first[0], first[1], card_free_event()]})
     assert await metric_value(client, ACCEPTED) == 6
     assert await metric_value(client, DUPLICATE) == 2
 
@@ -87,7 +81,7 @@ async def test_accepted_and_duplicate_counters_move_by_event_counts(
 
 
 async def test_a_refused_batch_moves_only_the_rejected_counter(client: httpx.AsyncClient) -> None:
-    events = [event() for _ in range(5)]
+    events = [card_free_event() for _ in range(5)]
     events[2]["retry_count"] = -1
 
     await post(client, {"events": events})
@@ -101,12 +95,12 @@ async def test_a_refused_batch_moves_only_the_rejected_counter(client: httpx.Asy
 async def test_rejections_are_counted_by_reason(serve: Any) -> None:
     async with serve(max_event_bytes=256) as app, peer(app) as http:
         await post(http, {"events": []})
-        await post(http, event(retry_count="1"))
-        await post(http, event(metadata={"note": "4111 1111 1111 1111"}))
-        await post(http, event(metadata={"cvv": "123"}))
-        await post(http, event(metadata={"cvv": "123"}))
+        await post(http, card_free_event(retry_count="1"))
+        await post(http, card_free_event(metadata={"note": "4111 1111 1111 1111"}))
+        await post(http, card_free_event(metadata={"cvv": "123"}))
+        await post(http, card_free_event(metadata={"cvv": "123"}))
         await http.post("/v1/events", content="{}", headers={**AUTH, "Content-Type": "text/xml"})
-        await post(http, event(metadata={"note": "n" * 200}))
+        await post(http, card_free_event(metadata={"note": "n" * 200}))
         await http.post("/v1/events", content=_chunks(b" " * (MIB + 1)), headers=JSON_HEADERS)
 
         counted = {
@@ -136,9 +130,9 @@ async def test_ingest_requests_are_timed_under_their_route_template(
     client: httpx.AsyncClient,
 ) -> None:
     for _ in range(3):
-        await post(client, event())
+        await post(client, card_free_event())
     await client.post(
-        "/v1/events/payment_exhaust", content=json.dumps(event()), headers=JSON_HEADERS
+        "/v1/events/payment_exhaust", content=json.dumps(card_free_event()), headers=JSON_HEADERS
     )
 
     counts = await _request_counts(client)
@@ -201,7 +195,7 @@ async def test_auth_denied_and_rate_limited_counters_move(serve: Any) -> None:
 
 
 async def test_stream_log_length_tracks_stored_records(client: httpx.AsyncClient) -> None:
-    events = [event() for _ in range(7)]
+    events = [card_free_event() for _ in range(7)]
     await post(client, {"events": events})
     await post(client, {"events": events[:3]})
 
@@ -214,11 +208,11 @@ async def test_stream_log_length_tracks_stored_records(client: httpx.AsyncClient
 async def test_no_label_holds_an_event_id_a_hash_or_a_key(
     client: httpx.AsyncClient, key: str
 ) -> None:
-    events = [event() for _ in range(5)]
+    events = [card_free_event() for _ in range(5)]
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     await client.post("/v1/events", content=json.dumps({"events": events}), headers=headers)
     await client.post("/v1/events", content=json.dumps(events[0]), headers=headers)
-    bad = event(retry_count=-5)
+    bad = card_free_event(retry_count=-5)
     await client.post("/v1/events", content=json.dumps(bad), headers=headers)
     await client.get(TOKENIZED_URL, headers={"Authorization": "Bearer guess-guess-guess-1234"})
     await client.get(f"/v1/streams/{events[0]['event_id']}", headers=headers)

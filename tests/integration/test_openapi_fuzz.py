@@ -23,12 +23,13 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from integration_support import Failures, event, make_settings
+from integration_support import Failures
 from schemathesis import GenerationMode
 from schemathesis.python import asgi as schemathesis_asgi
 
 from strongroom.api.app import create_app
-from support import AUTH, KEY
+from support import AUTH, KEY, card_free_event
+from support_app import make_settings
 
 EXAMPLES_PER_OPERATION = 25
 # No shrinking: a failure is reported as found, which keeps a failing run as short as a
@@ -188,13 +189,13 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=40,
 )
-EVENT_FIELDS = list(event())
+EVENT_FIELDS = list(card_free_event())
 
 
 @st.composite
 def mangled_events(draw: st.DrawFn) -> dict[str, Any]:
     """A valid event with some fields replaced by arbitrary JSON and some removed."""
-    body = event()
+    body = card_free_event()
     for name in draw(st.lists(st.sampled_from(EVENT_FIELDS), max_size=4, unique=True)):
         if draw(st.booleans()):
             body[name] = draw(JSON_VALUES)
@@ -239,7 +240,7 @@ async def test_random_json_never_gets_a_5xx(client: httpx.AsyncClient, document:
 async def test_mangled_events_never_get_a_5xx(
     client: httpx.AsyncClient, body: dict[str, Any], batch: bool
 ) -> None:
-    document = {"events": [event(), body]} if batch else body
+    document = {"events": [card_free_event(), body]} if batch else body
     await post_raw(client, json.dumps(document).encode())
 
 
@@ -265,9 +266,9 @@ async def test_deep_nesting_never_gets_a_5xx(client: httpx.AsyncClient) -> None:
             shapes = {
                 "array": "[" * depth + leaf + "]" * depth,
                 "object": '{"a":' * depth + leaf + "}" * depth,
-                "in-metadata": json.dumps(event(metadata={"note": "PLACEHOLDER"})).replace(
-                    '"PLACEHOLDER"', '{"a":' * depth + leaf + "}" * depth
-                ),
+                "in-metadata": json.dumps(
+                    card_free_event(metadata={"note": "PLACEHOLDER"})
+                ).replace('"PLACEHOLDER"', '{"a":' * depth + leaf + "}" * depth),
             }
             for shape, raw in shapes.items():
                 with failures.case(f"{shape} depth {depth} leaf {leaf}"):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from tenancy_support import Harness, ServeProcess, open_harness
+from tenancy_support import Harness, open_harness
+
+from support import GatewayProcess, gateway_starter
+from support_app import numbered_factory
 
 
 @pytest.fixture
@@ -23,31 +25,23 @@ def make_harness(
     tmp_path: Path,
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[Harness]]:
     """A factory: ``async with make_harness(ratelimit_burst=3) as h`` runs on custom settings."""
-    counter = iter(range(1_000))
-
-    def factory(**overrides: Any) -> contextlib.AbstractAsyncContextManager[Harness]:
-        return open_harness(tmp_path / f"app{next(counter)}", **overrides)
-
-    return factory
+    return numbered_factory(tmp_path, open_harness)
 
 
 @pytest.fixture
-def start_serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
-    """Start ``strongroom serve`` processes; every one is stopped at teardown."""
-    started: list[ServeProcess] = []
+def start_serve(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start ``strongroom serve`` processes (without ``STRONGROOM_API_KEYS`` unless
+    ``configured_keys`` is given); every one is stopped at teardown."""
+    with gateway_starter(tmp_path / "data", start_timeout=30.0, stop_timeout=15) as start:
 
-    def start(
-        data_dir: Path | None = None,
-        env: dict[str, str] | None = None,
-        *,
-        configured_keys: str | None = None,
-    ) -> ServeProcess:
-        process = ServeProcess(data_dir or tmp_path / "data", env, configured_keys=configured_keys)
-        started.append(process)
-        return process.start()
+        def start_serve(
+            data_dir: Path | None = None,
+            env: dict[str, str] | None = None,
+            *,
+            configured_keys: str | None = None,
+        ) -> GatewayProcess:
+            if configured_keys is None:
+                return start(data_dir, env, unset=("STRONGROOM_API_KEYS",))
+            return start(data_dir, {**(env or {}), "STRONGROOM_API_KEYS": configured_keys})
 
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.ensure_stopped()
+        yield start_serve

@@ -15,16 +15,12 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import httpx
-from tenancy_support import (
-    Harness,
-    assert_problem,
-    assert_unauthorized,
-    bearer,
-    without_request_id,
-)
+from tenancy_support import Harness, assert_unauthorized, without_request_id
 
 from strongroom.domain.access import Role
 from strongroom.domain.api_keys import BASE62, CHECKSUM_LENGTH, checksum
+from support import bearer
+from support_problems import assert_problem
 
 MakeHarness = Callable[..., AbstractAsyncContextManager[Harness]]
 GUESSER = "127.0.0.9"

@@ -20,27 +20,17 @@ from typing import Any
 
 import httpx
 import pytest
-from tenancy_support import (
-    KEY_IN_TEXT,
-    KEY_PATTERN,
-    TENANT_ID_PATTERN,
-    ServeProcess,
-    bearer,
-    card_free_event,
-    cli,
-    cli_ok,
-    json_lines,
-    key_id_of,
-)
+from tenancy_support import KEY_PATTERN, TENANT_ID_PATTERN
 
-from support import KEY, OTHER_KEY
+from support import KEY, KEY_IN_TEXT, OTHER_KEY, GatewayProcess, bearer, card_free_event, key_id_of
+from support_cli import cli, cli_ok, json_lines
 
 pytestmark = pytest.mark.slow
 
 CACHE_SECONDS = 0.5
 #: The key cache window plus a margin for a loaded machine.
 SETTLE_SECONDS = CACHE_SECONDS + 0.3
-StartServe = Callable[..., ServeProcess]
+StartServe = Callable[..., GatewayProcess]
 
 
 def only_key(stdout: str) -> str:

@@ -15,17 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tenancy_support import (
-    Harness,
-    assert_forbidden_naming,
-    assert_problem,
-    bearer,
-)
+from tenancy_support import Harness, assert_forbidden_naming
 
 from strongroom.domain.access import ROLE_SCOPES, Role, Scope
 from strongroom.domain.tenancy import Tenant
 from strongroom.errors import PermissionDenied
 from strongroom.services.keys import IssuedKey
+from support import bearer
+from support_problems import assert_problem
 
 
 async def post_key(harness: Harness, secret: str, **body: Any) -> Any:

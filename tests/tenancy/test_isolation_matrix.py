@@ -36,13 +36,9 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 from tenancy_support import (
-    TOKENIZED_URL,
     Harness,
     assert_forbidden_naming,
-    assert_problem,
     assert_unauthorized,
-    bearer,
-    card_free_event,
     open_harness,
     today,
     without_request_id,
@@ -51,6 +47,8 @@ from tenancy_support import (
 from strongroom.domain.access import ROLE_SCOPES, Role, Scope
 from strongroom.domain.tenancy import Tenant, TenantStatus
 from strongroom.services.keys import IssuedKey
+from support import TOKENIZED_URL, bearer, card_free_event
+from support_problems import assert_problem
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -27,15 +27,14 @@ from tenancy_support import (
     KEY_PATTERN,
     Harness,
     assert_no_secret_material,
-    assert_problem,
     assert_unauthorized,
-    bearer,
-    key_id_of,
     without_request_id,
 )
 
 from strongroom.domain.access import ROLE_SCOPES, Role
 from strongroom.domain.api_keys import BASE62, checksum
+from support import bearer, key_id_of
+from support_problems import assert_problem
 
 
 async def admin_of_new_tenant(harness: Harness) -> str:

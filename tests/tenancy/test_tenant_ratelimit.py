@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
-from tenancy_support import Harness, assert_problem, bearer
+from tenancy_support import Harness
 
 from strongroom.domain.access import Role
+from support import bearer
+from support_problems import assert_problem
 
 MakeHarness = Callable[..., AbstractAsyncContextManager[Harness]]
 

@@ -21,20 +21,13 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from tenancy_support import (
-    KEY_IN_TEXT,
-    TENANT_ID_PATTERN,
-    Harness,
-    assert_forbidden_naming,
-    assert_problem,
-    assert_unauthorized,
-    bearer,
-)
+from tenancy_support import TENANT_ID_PATTERN, Harness, assert_forbidden_naming, assert_unauthorized
 
 from strongroom.domain.access import Role
 from strongroom.domain.topics import AUDIT, TOKENIZED, dead_letter_topic
 from strongroom.ports import StoredRecord
-from support import KEY
+from support import KEY, KEY_IN_TEXT, bearer
+from support_problems import assert_problem
 
 MakeHarness = Callable[..., AbstractAsyncContextManager[Harness]]
 

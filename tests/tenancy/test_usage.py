@@ -16,10 +16,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from tenancy_support import Harness, assert_problem, bearer, today
+from tenancy_support import Harness, today
 
 from strongroom.domain.access import Role
 from strongroom.services.keys import IssuedKey
+from support import bearer
+from support_problems import assert_problem
 
 
 async def usage(harness: Harness, key: IssuedKey, **params: str) -> dict[str, Any]:
