@@ -195,14 +195,23 @@ def _size(http: httpx.Client, platform: dict[str, str]) -> int:
 
 
 def _wait_for_checkpoint(
-    http: httpx.Client, platform: dict[str, str], size: int, timeout: float = 3.0
+    http: httpx.Client,
+    platform: dict[str, str],
+    size: int,
+    data_dir: Path,
+    timeout: float = 3.0,
 ) -> dict[str, Any]:
+    # Watch the table, not the endpoint: asking for the latest checkpoint of a log
+    # that has none yet signs one, which would change what is being observed.
     deadline = time.monotonic() + timeout
     while True:
-        latest = _latest(http, platform)
-        if latest is not None and latest["tree_size"] >= size:
+        with database(data_dir) as connection:
+            sizes = checkpoint_sizes(connection)
+        if sizes and sizes[-1] >= size:
+            latest = _latest(http, platform)
+            assert latest is not None
             return latest
-        assert time.monotonic() < deadline, f"no checkpoint of size {size}; latest: {latest}"
+        assert time.monotonic() < deadline, f"no checkpoint of size {size}; signed: {sizes}"
         time.sleep(0.05)
 
 
@@ -221,10 +230,11 @@ def test_a_checkpoint_is_signed_every_n_records(
     platform = bearer(bootstrap_key(server))
     with server.client() as http:
         assert _size(http, platform) == 2  # the first tenant and its platform admin key
-        assert _latest(http, platform) is None
+        with database(server.data_dir) as connection:
+            assert checkpoint_sizes(connection) == []
 
         _add_records(http, 3)  # 5 records
-        assert _wait_for_checkpoint(http, platform, 5)["tree_size"] == 5
+        assert _wait_for_checkpoint(http, platform, 5, server.data_dir)["tree_size"] == 5
 
         _add_records(http, 4)  # 9 records: 4 since the last checkpoint
         time.sleep(1.5)  # more than one checking interval
@@ -233,7 +243,7 @@ def test_a_checkpoint_is_signed_every_n_records(
         assert latest["tree_size"] == 5
 
         _add_records(http, 1)  # 10 records: the fifth since the last checkpoint
-        assert _wait_for_checkpoint(http, platform, 10)["tree_size"] == 10
+        assert _wait_for_checkpoint(http, platform, 10, server.data_dir)["tree_size"] == 10
 
         _add_records(http, 4)  # 14 records, 12 of them driven here
         assert _size(http, platform) == 14
@@ -253,7 +263,8 @@ def test_shutdown_signs_a_checkpoint_covering_every_record(
     with server.client() as http:
         _add_records(http, 6)
         assert _size(http, platform) == 8
-        assert _latest(http, platform) is None
+        with database(server.data_dir) as connection:
+            assert checkpoint_sizes(connection) == []
     server.signal(signal.SIGTERM)
     assert server.process is not None
     # A clean stop; uvicorn re-raises the captured SIGTERM after shutting down.
@@ -290,3 +301,25 @@ def test_the_verify_command_reports_the_unsigned_tail(tmp_path: Path) -> None:
     assert verdict.report["records"] == 8
     assert verdict.report["checkpoints"] == 1
     assert verdict.report["unsigned_tail"] == 3
+
+
+@pytest.mark.slow
+def test_the_latest_checkpoint_is_signed_on_demand_for_a_young_log(
+    start_server: Callable[..., GatewayProcess],
+) -> None:
+    """A verifier asking before the first periodic checkpoint gets one covering the log."""
+    server = start_server(
+        env={**UNTHROTTLED_ENV, "STRONGROOM_AUDIT_CHECKPOINT_SECONDS": "86400"},
+        configured_keys=False,
+    )
+    platform = bearer(bootstrap_key(server))
+    with server.client() as http:
+        _add_records(http, 3)
+        size = _size(http, platform)
+        latest = _latest(http, platform)
+        assert latest is not None
+        assert latest["tree_size"] == size
+        again = _latest(http, platform)
+        assert again == latest  # nothing new was appended, so nothing new is signed
+    with database(server.data_dir) as connection:
+        assert checkpoint_sizes(connection) == [size]
