@@ -74,7 +74,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         limited = BodyLimit(authenticated, limit=settings.max_request_bytes, metrics=metrics)
         screened = UrlScreening(limited)
         return RequestContext(
-            screened, holder=app.state, metrics=metrics, logger=logger,
+            screened, metrics=metrics, logger=logger,
             access_log=settings.access_log,
         )  # fmt: skip
 

@@ -92,11 +92,8 @@ def _request_id(scope: Scope) -> str:
 
 
 class RequestContext:
-    def __init__(
-        self, app: ASGIApp, holder: State, metrics: Metrics, logger: Any, access_log: bool
-    ) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, logger: Any, access_log: bool) -> None:
         self.app = app
-        self.holder = holder
         self.metrics = metrics
         self.logger = logger
         self.access_log = access_log

@@ -14,7 +14,6 @@ A request body is either one event or ``{"events": [...]}`` with 1 to 100 events
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Final
 from uuid import UUID
 
@@ -72,10 +71,6 @@ class PaymentEvent(_Closed):
     def partition_key(self) -> str:
         """Records of one merchant (else one processor) keep their relative order."""
         return self.merchant_id_hash or self.processor
-
-    @property
-    def timestamp(self) -> datetime:
-        return self.event_timestamp
 
 
 class EventBatch(_Closed):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from pydantic import ValidationError
@@ -21,12 +20,6 @@ from strongroom.ports import AppendResult, EventLog, NewRecord
 from strongroom.services.screening import screen
 
 _JSON_ERRORS: Final = frozenset({"json_invalid", "json_type"})
-
-
-@dataclass(frozen=True, slots=True)
-class IngestOutcome:
-    result: AppendResult
-    events: int
 
 
 _PLAIN_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -107,9 +100,8 @@ class IngestService:
             )
         return records
 
-    async def ingest(self, tenant: str, body: bytes, *, allow_batch: bool = True) -> IngestOutcome:
+    async def ingest(self, tenant: str, body: bytes, *, allow_batch: bool = True) -> AppendResult:
         """Validate and durably append; returns accepted and duplicate event ids."""
         events, batch = self.parse(body, allow_batch=allow_batch)
         records = self.to_records(tenant, events, batch)
-        result = await self._log.append(TOKENIZED, records)
-        return IngestOutcome(result, len(records))
+        return await self._log.append(TOKENIZED, records)

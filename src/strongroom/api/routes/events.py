@@ -54,11 +54,10 @@ async def _ingest(request: Request, *, allow_batch: bool) -> Response:
         raise UnsupportedMediaType("Send events as application/json.")
     try:
         body = await request.body()
-        outcome = await state.ingest.ingest(caller.tenant, body, allow_batch=allow_batch)
+        result = await state.ingest.ingest(caller.tenant, body, allow_batch=allow_batch)
     except (RequestRejected, ServiceUnavailable) as refusal:
         _count_refusal(request, refusal)
         raise
-    result = outcome.result
     state.usage.record(caller.tenant, Operation.EVENTS_INGESTED, len(result.accepted), len(body))
     state.metrics.events_accepted.inc(len(result.accepted))
     if result.duplicates:
