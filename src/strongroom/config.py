@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from strongroom.crypto.keyring import parse_master_key
 from strongroom.errors import ConfigurationError
 
 ENV_PREFIX = "STRONGROOM_"
@@ -41,6 +42,17 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".strongroom")
 
     database_url: str | None = None
+
+    master_key: SecretStr | None = None
+    kms_url: str | None = None
+    vault_token: SecretStr | None = None
+    vault_ca_file: Path | None = None
+    kms_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    data_key_cache_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    data_key_cache_size: int = Field(default=10_000, ge=1)
+    data_key_max_seals: int = Field(default=2**30, ge=1000, le=2**31)
+    detokenize_rps: float = Field(default=5.0, gt=0)
+    detokenize_burst: int = Field(default=20, ge=1)
 
     api_keys: KeyList = ()
     revoked_keys: KeyList = ()
@@ -85,6 +97,20 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"key #{index + 1} is shorter than {MIN_API_KEY_LENGTH} characters"
                 )
+        return value
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key_is_32_bytes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_master_key(value.get_secret_value())
+        return value
+
+    @field_validator("kms_url")
+    @classmethod
+    def _kms_url_names_a_backend(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("local:", "vault://", "vault+https://")):
+            raise ValueError("use local: or vault://HOST:PORT/MOUNT/keys/NAME")
         return value
 
     @property

@@ -13,13 +13,16 @@ translated at the adapter boundary and never escape raw.
     │   ├── PayloadTooLarge       body or event over its size limit (413)
     │   ├── UnsupportedMediaType  body not sent as JSON (415)
     │   ├── NotFound              unknown object, or one of another tenant (404)
-    │   └── Conflict              state does not allow the operation (409)
+    │   ├── Conflict              state does not allow the operation (409)
+    │   │   └── DataUnreadable    a sealed value cannot be opened (409; opaque by design)
+    │   └── SignatureRejected     a transaction signature is missing or wrong (422)
     ├── AuthenticationFailed      missing, wrong, revoked or expired credential (401)
     ├── PermissionDenied          credential lacks a scope (403)
     ├── RateLimited               over a rate limit (429)
     └── ServiceUnavailable        a dependency cannot take the write (503)
         ├── StorageUnavailable    the store or log failed; nothing was acknowledged
-        └── Backpressure          the writer queue is full; retry after a pause
+        ├── Backpressure          the writer queue is full; retry after a pause
+        └── KeyManagerUnavailable the KMS cannot be reached and no cached data key serves
 """
 
 from __future__ import annotations
@@ -108,6 +111,26 @@ class Conflict(RequestRejected):
     status = 409
 
 
+class DataUnreadable(Conflict):
+    """Raised when sealed data cannot be opened: its data key was shredded or is
+    refused by the minimum decryption version, or the value was altered.
+
+    Says no more than that, on purpose.
+    """
+
+    code = "data_unreadable"
+
+
+class SignatureRejected(RequestRejected):
+    """Raised when a transaction that must be signed is not, or its signature is wrong."""
+
+    status = 422
+
+    def __init__(self, code: str, detail: str, errors: tuple[FieldError, ...] = ()) -> None:
+        super().__init__(detail, errors)
+        self.code = code
+
+
 class AuthenticationFailed(StrongroomError):
     """Raised when a credential is missing, malformed, unknown, revoked or expired.
 
@@ -159,3 +182,10 @@ class Backpressure(ServiceUnavailable):
     """Raised when the log writer's queue is past its bound."""
 
     code = "overloaded"
+
+
+class KeyManagerUnavailable(ServiceUnavailable):
+    """Raised when the key manager cannot be reached and no cached data key can serve."""
+
+    code = "kms_unavailable"
+    retry_after = 5

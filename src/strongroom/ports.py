@@ -106,6 +106,17 @@ class EventLog(ABC):
         """
 
     @abstractmethod
+    async def append_together(
+        self, batches: Sequence[tuple[str, Sequence[NewRecord]]]
+    ) -> list[AppendResult]:
+        """Append to several topics in one atomic, durable commit.
+
+        Same guarantees as ``append`` for each (topic, records) pair, and all or
+        nothing across them: a crash never leaves one topic written without the
+        others.
+        """
+
+    @abstractmethod
     async def read(
         self, topic: str, *, tenant: str, after: int | None, limit: int
     ) -> list[StoredRecord]:
@@ -382,3 +393,248 @@ class AuditLog(ABC):
         Raises:
             Conflict: ``before`` is beyond the newest checkpoint or behind the horizon.
         """
+
+
+# -- key management -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedKey:
+    """A data key encrypted by the key-encryption key (KEK) at ``kek_version``."""
+
+    ciphertext: str
+    kek_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class KekStatus:
+    """What the key manager holds: every KEK version and the oldest one still usable."""
+
+    backend: str
+    latest_version: int
+    min_decryption_version: int
+    versions: tuple[int, ...]
+
+
+class KeyManager(ABC):
+    """Wraps and unwraps data keys with a versioned key-encryption key (KEK).
+
+    The KEK never leaves the key manager (OpenBao) or this process's memory
+    (the local keyring); callers only see wrapped data keys.
+    """
+
+    @abstractmethod
+    async def generate_data_key(self) -> tuple[bytes, WrappedKey]:
+        """A fresh 32-byte data key and its wrapping under the latest KEK version.
+
+        Raises:
+            KeyManagerUnavailable: nothing was generated.
+        """
+
+    @abstractmethod
+    async def unwrap(self, wrapped: str) -> bytes:
+        """The data key inside ``wrapped``.
+
+        Raises:
+            KeyManagerUnavailable: the key manager cannot be reached.
+            KeyRefused: the wrapping is unknown, altered, or below the minimum
+                decryption version.
+        """
+
+    @abstractmethod
+    async def rewrap(self, wrapped: str) -> WrappedKey:
+        """``wrapped`` re-encrypted under the latest KEK version (the data key is unchanged)."""
+
+    @abstractmethod
+    async def rotate(self) -> int:
+        """Create a new KEK version, used for every wrap from now on; returns it."""
+
+    @abstractmethod
+    async def status(self) -> KekStatus:
+        """Versions held and the minimum decryption version."""
+
+    @abstractmethod
+    async def set_min_decryption_version(self, version: int) -> None:
+        """Refuse to unwrap anything wrapped under a KEK version below ``version``.
+
+        Raises:
+            Conflict: ``version`` is above the latest version.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - most key managers hold nothing to close
+        """Release connections."""
+
+
+class DataKeyState:
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+@dataclass(frozen=True, slots=True)
+class DataKeyRecord:
+    """A tenant's data key as stored: only ever wrapped."""
+
+    dek_id: str
+    tenant: str
+    wrapped: str
+    kek_version: int
+    created_at: float
+    state: str
+    reserved: int
+    max_seals: int
+
+
+class DataKeyRepository(ABC):
+    """Tenants' wrapped data keys and their seal counts."""
+
+    @abstractmethod
+    async def create(self, record: DataKeyRecord) -> None:
+        """Store a new active key and retire the tenant's previous active one, atomically."""
+
+    @abstractmethod
+    async def active(self, tenant: str) -> DataKeyRecord | None:
+        """The tenant's active key, or None."""
+
+    @abstractmethod
+    async def get(self, dek_id: str) -> DataKeyRecord | None:
+        """The key with this id, in any state, or None (also after crypto-shredding)."""
+
+    @abstractmethod
+    async def reserve(self, dek_id: str, count: int) -> int | None:
+        """Durably reserve ``count`` seals; returns the new reserved total.
+
+        Returns None, reserving nothing, when the key is not active or the
+        reservation would pass its ``max_seals``. Concurrent callers never
+        receive overlapping reservations (no lost updates).
+        """
+
+    @abstractmethod
+    async def rewrapped(self, dek_id: str, old: str, new: WrappedKey) -> bool:
+        """Replace the wrapping if it is still ``old``; False when someone changed it first."""
+
+    @abstractmethod
+    async def behind(self, version: int, *, after: str | None, limit: int) -> list[DataKeyRecord]:
+        """Keys wrapped under a KEK version below ``version``, ordered by id after ``after``."""
+
+    @abstractmethod
+    async def of_tenant(self, tenant: str) -> list[DataKeyRecord]:
+        """Every key of the tenant, oldest first."""
+
+    @abstractmethod
+    async def tenants(self) -> list[str]:
+        """Tenants that hold at least one key."""
+
+    @abstractmethod
+    async def count_by_version(self) -> dict[int, int]:
+        """How many data keys are wrapped under each KEK version."""
+
+    @abstractmethod
+    async def delete(self, dek_id: str) -> None:
+        """Forget a retired key nothing refers to any more."""
+
+    @abstractmethod
+    async def destroy_tenant(self, tenant: str) -> int:
+        """Delete every key of the tenant (crypto-shredding); returns how many."""
+
+
+@dataclass(frozen=True, slots=True)
+class CardToken:
+    """A vaulted card: the number only sealed, with what may be shown beside it."""
+
+    token: str
+    tenant: str
+    fingerprint: bytes
+    sealed_number: str
+    last4: str
+    bin6: str
+    brand: str
+    exp_month: int
+    exp_year: int
+    created_at: float
+
+
+class TokenRepository(ABC):
+    """The token vault's rows."""
+
+    @abstractmethod
+    async def by_fingerprint(self, tenant: str, fingerprint: bytes) -> CardToken | None:
+        """The tenant's token for a card fingerprint, or None."""
+
+    @abstractmethod
+    async def get(self, tenant: str, token: str) -> CardToken | None:
+        """The tenant's token, or None (also when it belongs to another tenant)."""
+
+    @abstractmethod
+    async def insert(self, card: CardToken) -> CardToken:
+        """Store a new token; when the tenant already has one for the fingerprint
+        (a concurrent request won), store nothing and return that one."""
+
+    @abstractmethod
+    async def update_expiry(self, tenant: str, token: str, exp_month: int, exp_year: int) -> None:
+        """Record a newer expiry date for the same card."""
+
+    @abstractmethod
+    async def delete(self, tenant: str, token: str) -> bool:
+        """Purge a token; False when the tenant has no such token."""
+
+    @abstractmethod
+    async def sealed_with(self, dek_id: str, *, after: str | None, limit: int) -> list[CardToken]:
+        """Tokens whose number is sealed under ``dek_id``, ordered by token after ``after``."""
+
+    @abstractmethod
+    async def reseal(self, tenant: str, token: str, old: str, new: str) -> bool:
+        """Replace a sealed number if it is still ``old``."""
+
+    @abstractmethod
+    async def erase_tenant(self, tenant: str) -> int:
+        """Delete every token of the tenant; returns how many."""
+
+
+@dataclass(frozen=True, slots=True)
+class SealedSecret:
+    """A tenant secret (a transaction-signing key, say), stored only sealed."""
+
+    tenant: str
+    name: str
+    sealed: str
+    created_at: float
+
+
+class TenantSecretRepository(ABC):
+    """Tenants' sealed secrets, one per (tenant, name)."""
+
+    @abstractmethod
+    async def put(self, secret: SealedSecret) -> None:
+        """Store or replace the secret."""
+
+    @abstractmethod
+    async def get(self, tenant: str, name: str) -> SealedSecret | None:
+        """The secret, or None."""
+
+    @abstractmethod
+    async def sealed_with(self, dek_id: str) -> list[SealedSecret]:
+        """Secrets sealed under ``dek_id``."""
+
+    @abstractmethod
+    async def reseal(self, tenant: str, name: str, old: str, new: str) -> bool:
+        """Replace a sealed value if it is still ``old``."""
+
+    @abstractmethod
+    async def erase_tenant(self, tenant: str) -> int:
+        """Delete every secret of the tenant."""
+
+
+class TenantSettingsRepository(ABC):
+    """Per-tenant product settings, stored as one JSON document per tenant."""
+
+    @abstractmethod
+    async def get(self, tenant: str) -> dict[str, object]:
+        """The tenant's stored settings ({} when none were set)."""
+
+    @abstractmethod
+    async def put(self, tenant: str, settings: dict[str, object], now: float) -> None:
+        """Store the whole document."""
+
+    @abstractmethod
+    async def erase_tenant(self, tenant: str) -> None:
+        """Forget the tenant's settings."""

@@ -272,7 +272,12 @@ async def test_tenant_lifecycle_is_recorded(audit_app: AuditApp) -> None:
         await audit_app.one(erase, "tenant.erased"), erase, action="tenant.erased",
         actor=platform_id, tenant=tenant, resource=tenant,
     )  # fmt: skip
-    assert details == {"records_erased": erase.json()["records_erased"]}
+    assert details == {
+        "records_erased": erase.json()["records_erased"],
+        "data_keys_destroyed": 0,
+        "tokens_erased": 0,
+        "secrets_erased": 0,
+    }
 
 
 # -- rate limits -------------------------------------------------------------------------------

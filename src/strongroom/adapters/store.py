@@ -10,9 +10,15 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from strongroom.adapters.sql.data_keys import SqlDataKeyRepository
 from strongroom.adapters.sql.engine import create_engine, ensure_schema, sqlite_url
 from strongroom.adapters.sql.keys import SqlApiKeyRepository
+from strongroom.adapters.sql.tenant_secrets import (
+    SqlTenantSecretRepository,
+    SqlTenantSettingsRepository,
+)
 from strongroom.adapters.sql.tenants import SqlTenantRepository
+from strongroom.adapters.sql.tokens import SqlTokenRepository
 from strongroom.adapters.sql.usage import SqlUsageRepository
 from strongroom.adapters.sqlite.audit import SqliteAuditLog
 from strongroom.adapters.sqlite.database import SqliteDatabase
@@ -30,6 +36,10 @@ class Store:
     tenants: SqlTenantRepository
     keys: SqlApiKeyRepository
     usage: SqlUsageRepository
+    data_keys: SqlDataKeyRepository
+    tokens: SqlTokenRepository
+    secrets: SqlTenantSecretRepository
+    tenant_settings: SqlTenantSettingsRepository
     log: EventLog
     audit: AuditLog
 
@@ -78,6 +88,10 @@ async def open_store(settings: Settings, *, migrate: bool = False) -> Store:
         tenants=SqlTenantRepository(engine),
         keys=SqlApiKeyRepository(engine),
         usage=SqlUsageRepository(engine),
+        data_keys=SqlDataKeyRepository(engine),
+        tokens=SqlTokenRepository(engine),
+        secrets=SqlTenantSecretRepository(engine),
+        tenant_settings=SqlTenantSettingsRepository(engine),
         log=SqliteEventLog(database),
         audit=SqliteAuditLog(database),
     )

@@ -64,7 +64,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
                 loop.remove_signal_handler(signal.SIGHUP)
             await _flush(state)
             await _checkpoint(state)
-            await state.store.aclose()
+            await state.aclose()
             logger.info("gateway_stopped")
 
     def front(inner: ASGIApp) -> ASGIApp:

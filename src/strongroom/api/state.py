@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Final
 
+from strongroom.adapters.kms import open_key_manager
 from strongroom.adapters.ratelimit import MemoryRateLimiter
 from strongroom.adapters.store import Store, open_store
 from strongroom.config import Settings, load_settings
@@ -16,9 +17,16 @@ from strongroom.observability.metrics import Metrics
 from strongroom.ports import Clock, EventLog, RateLimiter, SystemClock
 from strongroom.services.audit import AuditTrail
 from strongroom.services.auth import ConfiguredKeys
+from strongroom.services.card_events import CardEvents
+from strongroom.services.data_keys import DataKeyService
 from strongroom.services.ingest import IngestService
+from strongroom.services.key_rotation import KeyRotation
 from strongroom.services.keys import KeyService
+from strongroom.services.shredding import CryptoShredder
+from strongroom.services.tenant_settings import TenantSettingsService
 from strongroom.services.tenants import TenantService
+from strongroom.services.tokens import TokenVault
+from strongroom.services.transaction_signing import TransactionSigning
 from strongroom.services.usage import UsageRecorder
 
 AUDIT_KEY_FILE: Final = "audit-signing.key"
@@ -36,6 +44,11 @@ class GatewayState:
     usage: UsageRecorder
     audit: AuditTrail
     ingest: IngestService
+    data_keys: DataKeyService
+    key_rotation: KeyRotation
+    vault: TokenVault
+    signing: TransactionSigning
+    tenant_settings: TenantSettingsService
     pepper: bytes
     clock: Clock
     metrics: Metrics
@@ -46,6 +59,12 @@ class GatewayState:
     @property
     def log(self) -> EventLog:
         return self.store.log
+
+    async def aclose(self) -> None:
+        try:
+            await self.data_keys.key_manager.aclose()
+        finally:
+            await self.store.aclose()
 
     def reload_keys(self) -> None:
         """Re-read the configuration and swap the configured keys; keep them on error."""
@@ -80,10 +99,27 @@ async def open_gateway(
     pepper = load_or_create_pepper(settings.data_dir)
     signer = Signer.load_or_create(settings.data_dir / AUDIT_KEY_FILE)
     store = await open_store(settings, migrate=migrate)
+    try:
+        key_manager = await open_key_manager(settings)
+    except BaseException:
+        await store.aclose()
+        raise
     clock = SystemClock()
     audit = AuditTrail(store.audit, signer, clock)
     usage = UsageRecorder(store.usage, clock)
-    tenants = TenantService(store.tenants, store.keys, usage, store.log, clock, audit)
+    data_keys = DataKeyService(
+        store.data_keys,
+        key_manager,
+        clock,
+        cache_seconds=settings.data_key_cache_seconds,
+        cache_size=settings.data_key_cache_size,
+        max_seals=settings.data_key_max_seals,
+    )
+    tenant_settings = TenantSettingsService(store.tenant_settings, clock, audit)
+    vault = TokenVault(store.tokens, data_keys, tenant_settings, pepper, clock, audit)
+    signing = TransactionSigning(store.secrets, data_keys, tenant_settings, clock, audit)
+    shredder = CryptoShredder(data_keys, store.tokens, store.secrets, tenant_settings, signing)
+    tenants = TenantService(store.tenants, store.keys, usage, store.log, clock, audit, shredder)
     keys = KeyService(
         store.keys,
         store.tenants,
@@ -101,7 +137,16 @@ async def open_gateway(
         tenants=tenants,
         usage=usage,
         audit=audit,
-        ingest=IngestService(store.log, max_event_bytes=settings.max_event_bytes),
+        ingest=IngestService(
+            store.log,
+            CardEvents(vault, signing, data_keys),
+            max_event_bytes=settings.max_event_bytes,
+        ),
+        data_keys=data_keys,
+        key_rotation=KeyRotation(store.data_keys, data_keys, store.tokens, store.secrets, audit),
+        vault=vault,
+        signing=signing,
+        tenant_settings=tenant_settings,
         pepper=pepper,
         clock=clock,
         metrics=metrics,

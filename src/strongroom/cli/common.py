@@ -76,7 +76,7 @@ def with_gateway(
             await state.usage.flush()
             return result
         finally:
-            await state.store.aclose()
+            await state.aclose()
 
     try:
         return asyncio.run(run())

@@ -27,6 +27,7 @@ class Scope(StrEnum):
     LOGS_READ = "logs:read"
     WEBHOOKS_MANAGE = "webhooks:manage"
     KEYS_MANAGE = "keys:manage"
+    SETTINGS_MANAGE = "settings:manage"
     AUDIT_READ = "audit:read"
     USAGE_READ = "usage:read"
     TENANTS_ADMIN = "tenants:admin"

@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
+    model_validator,
 )
 
 MAX_BATCH: Final = 100
@@ -43,6 +44,31 @@ Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_META
 
 class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class EventCard(_Closed):
+    """A card inside an event: a number to tokenize (with its expiry) or a known token.
+
+    The number never reaches the stream: it is replaced by ``token``, ``last4``
+    and ``brand`` before anything is stored.
+    """
+
+    number: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+    token: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _number_or_token(self) -> EventCard:
+        if self.token is not None:
+            if self.number is not None or self.exp_month is not None or self.exp_year is not None:
+                raise ValueError("send either a token or number, exp_month and exp_year")
+        elif self.number is None or self.exp_month is None or self.exp_year is None:
+            raise ValueError("a card needs number, exp_month and exp_year, or a token")
+        return self
+
+
+Signature = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class PaymentEvent(_Closed):
@@ -66,6 +92,13 @@ class PaymentEvent(_Closed):
     amount: Annotated[int, Field(ge=0, le=10**15)] | None = None
     currency: CurrencyCode | None = None
     metadata: Metadata | None = None
+    card: EventCard | None = None
+    signature: Signature | None = None
+
+    @property
+    def needs_vault(self) -> bool:
+        """True when the event carries a card or a signature to check."""
+        return self.card is not None or self.signature is not None
 
     @property
     def partition_key(self) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Final
 
 TOKENIZED: Final = "payments.tokenized"
+#: Original events that carried a card, each sealed whole under the tenant's data key.
+RAW: Final = "payments.raw"
 AUDIT: Final = "payments.audit"
 #: Stream records of actions that belong to no tenant (platform administration).
 PLATFORM_TENANT: Final = "platform"

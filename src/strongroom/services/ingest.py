@@ -14,10 +14,14 @@ from typing import Final
 from pydantic import ValidationError
 
 from strongroom.domain.events import BATCH, SINGLE_EVENT, PaymentEvent, is_batch_body
-from strongroom.domain.topics import TOKENIZED
+from strongroom.domain.topics import RAW, TOKENIZED
 from strongroom.errors import FieldError, InvalidRequest, PayloadTooLarge
 from strongroom.ports import AppendResult, EventLog, NewRecord
+from strongroom.services.card_events import CardEvents
 from strongroom.services.screening import screen
+
+#: Where events may carry a card number: only inside ``card``, which is tokenized.
+CARD_FIELDS: Final = frozenset({"card.number", "events[].card.number"})
 
 _JSON_ERRORS: Final = frozenset({"json_invalid", "json_type"})
 
@@ -53,10 +57,12 @@ def validation_errors(exc: ValidationError) -> tuple[FieldError, ...]:
 
 
 class IngestService:
-    """Turns request bodies into committed records on ``payments.tokenized``."""
+    """Turns request bodies into committed records on ``payments.tokenized``
+    (and, for events with a card, their sealed originals on ``payments.raw``)."""
 
-    def __init__(self, log: EventLog, *, max_event_bytes: int) -> None:
+    def __init__(self, log: EventLog, cards: CardEvents, *, max_event_bytes: int) -> None:
         self._log = log
+        self._cards = cards
         self._max_event_bytes = max_event_bytes
 
     def parse(self, body: bytes, *, allow_batch: bool = True) -> tuple[list[PaymentEvent], bool]:
@@ -65,7 +71,7 @@ class IngestService:
         Raises:
             CardDataRefused, InvalidRequest, PayloadTooLarge.
         """
-        screen(body)
+        screen(body, card_fields=CARD_FIELDS)
         batch = allow_batch and is_batch_body(body)
         try:
             if batch:
@@ -85,23 +91,39 @@ class IngestService:
         return events, batch
 
     def to_records(self, tenant: str, events: list[PaymentEvent], batch: bool) -> list[NewRecord]:
-        records = []
+        records = [
+            NewRecord(
+                tenant,
+                str(event.event_id),
+                event.partition_key,
+                event.model_dump_json(exclude_none=True).encode(),
+            )
+            for event in events
+        ]
+        self._check_sizes(records, batch)
+        return records
+
+    def _check_sizes(self, records: list[NewRecord], batch: bool) -> None:
         too_large: list[FieldError] = []
-        for index, event in enumerate(events):
-            payload = event.model_dump_json(exclude_none=True).encode()
-            if len(payload) > self._max_event_bytes:
+        for index, record in enumerate(records):
+            if len(record.payload) > self._max_event_bytes:
                 where = f"events[{index}]" if batch else "body"
                 too_large.append(FieldError(where, f"event exceeds {self._max_event_bytes} bytes"))
-                continue
-            records.append(NewRecord(tenant, str(event.event_id), event.partition_key, payload))
         if too_large:
             raise PayloadTooLarge(
                 "An event is over the size limit; nothing was accepted.", tuple(too_large)
             )
-        return records
 
     async def ingest(self, tenant: str, body: bytes, *, allow_batch: bool = True) -> AppendResult:
         """Validate and durably append; returns accepted and duplicate event ids."""
         events, batch = self.parse(body, allow_batch=allow_batch)
-        records = self.to_records(tenant, events, batch)
-        return await self._log.append(TOKENIZED, records)
+        if not any(event.needs_vault for event in events):
+            return await self._log.append(TOKENIZED, self.to_records(tenant, events, batch))
+        protected = await self._cards.protect(tenant, events, batch)
+        self._check_sizes(protected.tokenized, batch)
+        if not protected.raw:
+            return await self._log.append(TOKENIZED, protected.tokenized)
+        tokenized, _ = await self._log.append_together(
+            [(TOKENIZED, protected.tokenized), (RAW, protected.raw)]
+        )
+        return tokenized

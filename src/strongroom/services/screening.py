@@ -27,8 +27,12 @@ from strongroom.errors import CardDataRefused, FieldError, InvalidRequest
 MAX_DIGIT_RUN: Final = 256
 
 
-def screen(body: bytes) -> None:
+def screen(body: bytes, *, card_fields: frozenset[str] = frozenset()) -> None:
     """Refuse any PAN or sensitive authentication data anywhere in a JSON body.
+
+    ``card_fields`` are the paths (list indices written ``[]``) where a card
+    number is expected, as the token vault's ``number``; everywhere else a card
+    number is refused.
 
     Raises:
         CardDataRefused: ``sensitive_authentication_data`` or ``pan_detected``,
@@ -53,7 +57,7 @@ def screen(body: bytes) -> None:
             ) from None
         return
     try:
-        findings = screen_document(document)
+        findings = screen_document(document, allowed_pan_paths=card_fields)
     except ValueError:
         raise InvalidRequest("The request nests too deeply.") from None
     if findings:

@@ -31,6 +31,7 @@ from strongroom.ports import (
     TenantRepository,
 )
 from strongroom.services.audit import AuditTrail, cli_actor
+from strongroom.services.shredding import CryptoShredder
 from strongroom.services.usage import UsageRecorder
 
 EXPORT_PAGE: Final = 500
@@ -45,7 +46,9 @@ class TenantService:
         log: EventLog,
         clock: Clock,
         audit: AuditTrail,
+        shredder: CryptoShredder | None = None,
     ) -> None:
+        self._shredder = shredder
         self._audit = audit
         self._tenants = tenants
         self._keys = keys
@@ -155,13 +158,16 @@ class TenantService:
         tenant = await self.get(id_or_name)
         if tenant.status is TenantStatus.ERASED:
             raise NotFound("There is no such tenant.")
+        vault: dict[str, int] = {}
+        if self._shredder is not None:
+            vault = await self._shredder.erase_tenant(tenant.id)
         erased = await self._log.erase_tenant(tenant.id)
         await self._tenants.erase(tenant.id, self._clock.now())
         # Counts still in memory would recreate the erased usage at the next flush.
         self._usage.discard(tenant.id)
         await self._audit.record(
             "tenant.erased", actor=actor or cli_actor(), tenant=tenant.id, resource=tenant.id,
-            details={"records_erased": erased},
+            details={"records_erased": erased, **vault},
         )  # fmt: skip
         tombstone = await self._tenants.get(tenant.id)
         assert tombstone is not None

@@ -160,3 +160,55 @@ audit_prune_horizon = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("horizon", BigInteger, nullable=False),
 )
+
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("dek_id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("wrapped", Text, nullable=False),
+    Column("kek_version", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reserved", BigInteger, nullable=False),
+    Column("max_seals", BigInteger, nullable=False),
+    Index("data_keys_by_tenant", "tenant", "state"),
+    Index("data_keys_by_version", "kek_version", "dek_id"),
+)
+
+card_tokens = Table(
+    "card_tokens",
+    metadata,
+    Column("token", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("sealed_number", Text, nullable=False),
+    Column("dek_id", String(64), nullable=False),
+    Column("last4", String(4), nullable=False),
+    Column("bin6", String(6), nullable=False),
+    Column("brand", String(16), nullable=False),
+    Column("exp_month", Integer, nullable=False),
+    Column("exp_year", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("tenant", "fingerprint", name="card_tokens_one_per_card"),
+    Index("card_tokens_by_dek", "dek_id", "token"),
+)
+
+tenant_secrets = Table(
+    "tenant_secrets",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("sealed", Text, nullable=False),
+    Column("dek_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("tenant", "name"),
+)
+
+tenant_settings = Table(
+    "tenant_settings",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("settings", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

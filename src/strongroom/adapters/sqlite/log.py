@@ -112,6 +112,17 @@ class SqliteEventLog(EventLog):
         )
         return result
 
+    async def append_together(
+        self, batches: Sequence[tuple[str, Sequence[NewRecord]]]
+    ) -> list[AppendResult]:
+        now = self._clock.now()
+        requests = [(topic, records, now) for topic, records in batches]
+        results: list[AppendResult] = await self._writer.submit(
+            lambda connection: _append_all(connection, requests),
+            weight=max(1, sum(len(records) for _, records in batches)),
+        )
+        return results
+
     @staticmethod
     def append_in(
         connection: sqlite3.Connection, topic: str, records: Sequence[NewRecord], now: float

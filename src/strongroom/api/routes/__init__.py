@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from strongroom.api.routes import admin, audit, events, keys, operations, streams, usage
+from strongroom.api.routes import (
+    admin,
+    audit,
+    events,
+    keys,
+    operations,
+    settings,
+    streams,
+    tokens,
+    usage,
+)
 
 ROUTERS = (
     operations.router,
@@ -11,6 +21,8 @@ ROUTERS = (
     usage.router,
     admin.router,
     audit.router,
+    tokens.router,
+    settings.router,
 )
 
 #: Plain Starlette routes served before the FastAPI routers (the ingest hot path).
