@@ -437,7 +437,7 @@ class KeyManager(ABC):
 
         Raises:
             KeyManagerUnavailable: the key manager cannot be reached.
-            KeyRefused: the wrapping is unknown, altered, or below the minimum
+            DataUnreadable: the wrapping is unknown, altered, or below the minimum
                 decryption version.
         """
 

@@ -297,7 +297,7 @@ UNKNOWN_TOPIC_CALLS = [
 
 async def test_an_unknown_topic_is_a_404_problem(client: httpx.AsyncClient) -> None:
     failures = Failures()
-    for topic in ("payments.raw", "nope", "x" * 100, "payments.tokenized.other"):
+    for topic in ("payments.rawer", "nope", "x" * 100, "payments.tokenized.other"):
         for method, path, body in UNKNOWN_TOPIC_CALLS:
             with failures.case(f"{method} {path.format(topic=topic)}"):
                 response = await client.request(

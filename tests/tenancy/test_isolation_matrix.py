@@ -25,6 +25,7 @@ state act on throwaway keys and tenants so the columns cannot disturb each other
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -198,6 +199,69 @@ async def signed_checkpoint(world: World) -> Target:
     return Target("/v1/audit/checkpoints/latest")
 
 
+def random_card_number() -> str:
+    """A Luhn-valid Visa number no other test uses."""
+    body = "4" + "".join(str(secrets.randbelow(10)) for _ in range(14))
+    total = 0
+    for index, char in enumerate(reversed(body)):
+        digit = int(char)
+        if index % 2 == 0:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return body + str((10 - total % 10) % 10)
+
+
+def new_card() -> dict[str, Any]:
+    return {"number": random_card_number(), "exp_month": 12, "exp_year": 2040}
+
+
+async def vaulted(world: World, tenant: Tenant) -> str:
+    state = world.harness.state
+    card = new_card()
+    valid = state.vault.validate(card["number"], card["exp_month"], card["exp_year"])
+    return (await state.vault.tokenize(tenant.id, valid)).token
+
+
+MISSING_TOKEN = "tok_" + "0" * 24
+
+
+def own_token(suffix: str = "") -> Builder:
+    async def build(world: World) -> Target:
+        return Target(f"/v1/tokens/{await vaulted(world, world.a)}{suffix}")
+
+    return build
+
+
+def foreign_token_check(world: World, token: str) -> Callable[[], Awaitable[None]]:
+    async def untouched() -> None:
+        await world.harness.state.vault.describe(world.b.id, token)
+
+    return untouched
+
+
+def foreign_token() -> Builder:
+    async def build(world: World) -> Target:
+        token = await vaulted(world, world.b)
+        return Target(
+            f"/v1/tokens/{token}",
+            missing_path=f"/v1/tokens/{MISSING_TOKEN}",
+            untouched=foreign_token_check(world, token),
+        )
+
+    return build
+
+
+async def own_detokenize(world: World) -> Target:
+    return Target("/v1/tokens/detokenize", {"token": await vaulted(world, world.a)})
+
+
+async def foreign_detokenize(world: World) -> Target:
+    token = await vaulted(world, world.b)
+    return Target(
+        "/v1/tokens/detokenize", {"token": token}, untouched=foreign_token_check(world, token)
+    )
+
+
 def unique_name() -> dict[str, str]:
     return {"name": f"made-{uuid.uuid4().hex[:12]}"}
 
@@ -312,6 +376,34 @@ MATRIX: list[RouteCase] = [
         200,
         tenant_target("/export"),
         tenant_b("/export"),
+    ),
+    RouteCase("POST", "/v1/tokens", Scope.TOKENS_CREATE, 201, static("/v1/tokens", new_card)),
+    RouteCase(
+        "POST",
+        "/v1/tokens/detokenize",
+        Scope.TOKENS_DETOKENIZE,
+        200,
+        own_detokenize,
+        foreign_detokenize,
+    ),
+    RouteCase("GET", "/v1/tokens/{token}", Scope.TOKENS_CREATE, 200, own_token(), foreign_token()),
+    RouteCase(
+        "DELETE", "/v1/tokens/{token}", Scope.TOKENS_DETOKENIZE, 204, own_token(), foreign_token()
+    ),
+    RouteCase("GET", "/v1/settings", Scope.SETTINGS_MANAGE, 200, static("/v1/settings")),
+    RouteCase(
+        "PATCH",
+        "/v1/settings",
+        Scope.SETTINGS_MANAGE,
+        200,
+        static("/v1/settings", lambda: {"expose_bin": False}),
+    ),
+    RouteCase(
+        "POST",
+        "/v1/settings/signing-secret",
+        Scope.SETTINGS_MANAGE,
+        201,
+        static("/v1/settings/signing-secret"),
     ),
     RouteCase(
         "DELETE",

@@ -6,17 +6,25 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Annotated, TypeVar
 
 import typer
 
 from strongroom.api.state import GatewayState
-from strongroom.cli.common import DataDirOption, existing_data_dir, settings_or_exit, with_gateway
+from strongroom.cli.common import (
+    DataDirOption,
+    existing_data_dir,
+    fail,
+    settings_or_exit,
+    with_gateway,
+)
 from strongroom.config import Settings
 from strongroom.domain.tenancy import DEFAULT_TENANT_ID as DEFAULT_TENANT
-from strongroom.domain.topics import TOKENIZED
+from strongroom.domain.topics import RAW, TOKENIZED
 from strongroom.ports import EventLog, StoredRecord
 from strongroom.services.audit import cli_actor
+from strongroom.services.card_events import raw_context
 
 app = typer.Typer(help="Read topics and manage dead letters.", no_args_is_help=True)
 dlq = typer.Typer(help="List and replay dead letters.", no_args_is_help=True)
@@ -53,17 +61,45 @@ def tail(
     start: Annotated[int, typer.Option("--from", min=0, help="First offset to print.")] = 0,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Wait for new records.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    decrypt: Annotated[
+        bool,
+        typer.Option(
+            "--decrypt",
+            help=f"Open {RAW} records and print the original events (card numbers included).",
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason",
+            help="Why the originals are needed (required with --decrypt; audited).",
+        ),
+    ] = None,
     tenant: TenantOption = DEFAULT_TENANT,
     data_dir: DataDirOption = None,
 ) -> None:
     """Print a topic's records in offset order."""
     settings = existing_data_dir(settings_or_exit(data_dir=data_dir))
+    if decrypt and topic != RAW:
+        fail(f"--decrypt applies only to --topic {RAW}", 2)
+    if decrypt and not (reason and reason.strip()):
+        fail("--decrypt shows card numbers: give your consent and purpose with --reason TEXT", 2)
 
-    async def work(log: EventLog) -> None:
+    async def work(state: GatewayState) -> None:
+        if decrypt:
+            await state.audit.record(
+                "stream.decrypted",
+                actor=cli_actor(),
+                tenant=tenant,
+                resource=topic,
+                details={"reason": (reason or "")[:200], "from": start, "follow": follow},
+            )
         after = start - 1
         while True:
-            records = await log.read(topic, tenant=tenant, after=after, limit=PAGE)
+            records = await state.log.read(topic, tenant=tenant, after=after, limit=PAGE)
             for record in records:
+                if decrypt:
+                    record = await _opened(state, record)
                 if as_json:
                     typer.echo(record_line(record))
                 else:
@@ -76,9 +112,17 @@ def tail(
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
 
     try:
-        _with_log(settings, work)
+        with_gateway(settings, work)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+async def _opened(state: GatewayState, record: StoredRecord) -> StoredRecord:
+    envelope = json.loads(record.payload)
+    original = await state.data_keys.open(
+        envelope["sealed"], raw_context(record.tenant, envelope["event_id"])
+    )
+    return replace(record, payload=original)
 
 
 @dlq.command("list")
