@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import os
+from typing import Annotated, Final
 
 import typer
+from pydantic import SecretStr
 from rich.progress import Progress
 
+from strongroom.adapters.kms.local import LocalKeyManager
 from strongroom.api.state import GatewayState
 from strongroom.cli.common import (
     DatabaseUrlOption,
@@ -18,9 +21,12 @@ from strongroom.cli.common import (
     settings_or_exit,
     with_gateway,
 )
-from strongroom.crypto.keyring import new_master_key
+from strongroom.crypto.keyring import new_master_key, parse_master_key
+from strongroom.errors import StrongroomError
 from strongroom.services.audit import cli_actor
 from strongroom.services.key_rotation import KeyStatus
+
+NEW_MASTER_KEY_VARIABLE: Final = "STRONGROOM_NEW_MASTER_KEY"
 
 app = typer.Typer(
     help="Key management: KEK versions, rewrapping data keys, re-encrypting the vault.",
@@ -141,6 +147,38 @@ def min_version(
         return await state.key_rotation.status()
 
     _print_status(with_gateway(settings, work), as_json=False)
+
+
+@app.command("change-master-key")
+def change_master_key(data_dir: DataDirOption = None) -> None:
+    """Re-seal the local keyring under $STRONGROOM_NEW_MASTER_KEY (the current one must open it).
+
+    Stop the gateways first, then start them with the new STRONGROOM_MASTER_KEY.
+    """
+    settings = existing_data_dir(settings_or_exit(data_dir=data_dir))
+    if settings.kms_url is not None and not settings.kms_url.startswith("local:"):
+        fail("the master key protects only the local keyring; this install uses a KMS", 2)
+    fresh = os.environ.get(NEW_MASTER_KEY_VARIABLE)
+    if not fresh:
+        fail(f"set {NEW_MASTER_KEY_VARIABLE} to the new key (strongroom kms new-master-key)", 2)
+    try:
+        new_key = parse_master_key(fresh)
+        current = settings.master_key
+        manager = LocalKeyManager(
+            settings.data_dir,
+            None if current is None else parse_master_key(current.get_secret_value()),
+        )
+    except ValueError as exc:
+        fail(f"{NEW_MASTER_KEY_VARIABLE}: {exc}", 2)
+    except StrongroomError as exc:
+        fail(str(exc), 2)
+    manager.reseal(new_key)
+
+    async def record(state: GatewayState) -> None:
+        await state.audit.record("kms.master_key_changed", actor=cli_actor())
+
+    with_gateway(settings.model_copy(update={"master_key": SecretStr(fresh)}), record)
+    typer.echo("keyring re-sealed; start the gateways with the new STRONGROOM_MASTER_KEY")
 
 
 @app.command("new-master-key")

@@ -116,6 +116,13 @@ class LocalKeyManager(KeyManager):
             self._write(keyring)
         return version
 
+    def reseal(self, new_master_key: bytes | None) -> None:
+        """Re-seal the keyring under a new master key (None: store it plain, 0600)."""
+        with self._exclusive():
+            keyring = self._read(self._master_key)
+            self._master_key = new_master_key
+            self._write(keyring)
+
     async def status(self) -> KekStatus:
         keyring = self._current()
         return KekStatus(
