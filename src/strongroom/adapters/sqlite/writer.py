@@ -60,6 +60,8 @@ def connect(path: Path) -> sqlite3.Connection:
     # FULL makes each WAL commit durable against power loss, not only process crashes.
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
+    # Erased records are overwritten in the file rather than left in free pages.
+    connection.execute("PRAGMA secure_delete=ON")
     connection.execute("PRAGMA busy_timeout=10000")
     # Random event ids scatter index writes over many pages; a larger page cache
     # keeps them in memory between commits. (Rarer WAL checkpoints were tried:
