@@ -110,7 +110,7 @@ class DataKey:
         nonce = os.urandom(NONCE_BYTES)
         aad = self._header_bytes + _SEPARATOR + context.encoded()
         body = nonce + self._aead.encrypt(nonce, plaintext, aad)
-        return self._header + base64.urlsafe_b64encode(body).rstrip(b"=").decode()
+        return self._header + _b64(body)
 
     def open(self, sealed: str, context: SealContext) -> bytes:
         """The plaintext of a value this key sealed in ``context``.
@@ -126,7 +126,9 @@ class DataKey:
             body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         except (binascii.Error, ValueError):
             raise Unreadable from None
-        if len(body) < NONCE_BYTES + TAG_BYTES:
+        # The decoder forgives stray characters, the other alphabet and spare
+        # bits; only the one canonical spelling of a sealed value opens.
+        if len(body) < NONCE_BYTES + TAG_BYTES or _b64(body) != encoded:
             raise Unreadable
         # The header as written (not this key's version): a DEK rewrapped under a
         # newer KEK still opens what it sealed before.
@@ -135,6 +137,10 @@ class DataKey:
             return self._aead.decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], aad)
         except InvalidTag:
             raise Unreadable from None
+
+
+def _b64(body: bytes) -> str:
+    return base64.urlsafe_b64encode(body).rstrip(b"=").decode()
 
 
 def new_data_key_material() -> bytes:

@@ -12,7 +12,9 @@ Rules this service guarantees:
    cached DEKs keep working until their TTL; anything else raises
    ``KeyManagerUnavailable`` (503). Nothing is ever written unsealed.
 4. Erasing a tenant destroys its DEKs (crypto-shredding): afterwards none of
-   its sealed values opens anywhere, whatever copies exist.
+   its sealed values opens anywhere, whatever copies exist. Other processes
+   holding the key in their cache re-read its row at least every
+   ``RECHECK_SECONDS`` and drop it once it is gone.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from strongroom.errors import DataUnreadable
 from strongroom.ports import Clock, DataKeyRecord, DataKeyRepository, DataKeyState, KeyManager
 
 LEASE: Final = 4096
+RECHECK_SECONDS: Final = 5.0
 _ID_ALPHABET: Final = string.ascii_letters + string.digits
 _UNREADABLE: Final = "The sealed value cannot be opened."
 
@@ -40,7 +43,11 @@ def new_dek_id() -> str:
 @dataclass(slots=True)
 class _Cached:
     key: DataKey
+    tenant: str
     expires_at: float
+    #: Until when the key is known to still exist; afterwards its row is read again,
+    #: so a tenant erased by another process stops opening within RECHECK_SECONDS.
+    checked_until: float
 
 
 @dataclass(slots=True)
@@ -87,7 +94,7 @@ class DataKeyService:
         """
         lease = self._leases.get(context.tenant)
         if lease is not None and lease.remaining > 0:
-            cached = self._fresh(lease.dek_id)
+            cached = self._fresh(lease.dek_id, context.tenant)
             if cached is not None:
                 lease.remaining -= 1
                 return cached.seal(plaintext, context)
@@ -103,9 +110,10 @@ class DataKeyService:
             lease = self._leases.get(tenant)
             if lease is None or lease.remaining <= 0:
                 lease = await self._new_lease(tenant)
-            key = await self._load(lease.dek_id)
+            # Spend the seal before waiting on the KMS, so a concurrent fast-path
+            # seal cannot use the same reserved seal.
             lease.remaining -= 1
-            return key
+            return await self._load(lease.dek_id, tenant=tenant)
 
     async def _new_lease(self, tenant: str) -> _Lease:
         record = await self._repository.active(tenant)
@@ -133,7 +141,7 @@ class DataKeyService:
             max_seals=self._max_seals,
         )
         await self._repository.create(record)
-        self._remember(DataKey(record.dek_id, record.kek_version, material))
+        self._remember(DataKey(record.dek_id, record.kek_version, material), tenant)
         return record
 
     async def rotate_tenant(self, tenant: str) -> str:
@@ -158,34 +166,47 @@ class DataKeyService:
             header = read_header(sealed)
             key = await self._load(header.dek_id, tenant=context.tenant)
             return key.open(sealed, context)
-        except Unreadable:
+        except (Unreadable, DataUnreadable):
+            # One message whatever the cause: altered, shredded or refused.
             raise DataUnreadable(_UNREADABLE) from None
 
-    async def _load(self, dek_id: str, *, tenant: str | None = None) -> DataKey:
-        cached = self._fresh(dek_id)
+    async def _load(self, dek_id: str, *, tenant: str) -> DataKey:
+        cached = self._fresh(dek_id, tenant)
         if cached is not None:
             return cached
         record = await self._repository.get(dek_id)
-        if record is None or (tenant is not None and record.tenant != tenant):
+        if record is None or record.tenant != tenant:
+            self._cache.pop(dek_id, None)
             raise DataUnreadable(_UNREADABLE)
+        still = self._cache.get(dek_id)
+        if still is not None and still.expires_at > self._clock.now():
+            still.checked_until = self._clock.now() + RECHECK_SECONDS
+            return still.key
         material = await self._key_manager.unwrap(record.wrapped)
         key = DataKey(record.dek_id, record.kek_version, material)
-        self._remember(key)
+        self._remember(key, tenant)
         return key
 
-    def _fresh(self, dek_id: str) -> DataKey | None:
+    def _fresh(self, dek_id: str, tenant: str) -> DataKey | None:
+        """A cached key of ``tenant`` within its TTL whose row was seen recently."""
         cached = self._cache.get(dek_id)
-        if cached is None:
+        if cached is None or cached.tenant != tenant:
             return None
-        if cached.expires_at <= self._clock.now():
+        now = self._clock.now()
+        if cached.expires_at <= now:
             del self._cache[dek_id]
+            return None
+        if cached.checked_until <= now:
             return None
         return cached.key
 
-    def _remember(self, key: DataKey) -> None:
+    def _remember(self, key: DataKey, tenant: str) -> None:
         if self._cache_seconds <= 0:
             return
-        self._cache[key.dek_id] = _Cached(key, self._clock.now() + self._cache_seconds)
+        now = self._clock.now()
+        self._cache[key.dek_id] = _Cached(
+            key, tenant, now + self._cache_seconds, now + min(RECHECK_SECONDS, self._cache_seconds)
+        )
         self._cache.move_to_end(key.dek_id)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
