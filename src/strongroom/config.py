@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     kms_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     data_key_cache_seconds: float = Field(default=300.0, ge=0, le=86_400)
     data_key_cache_size: int = Field(default=10_000, ge=1)
+    data_key_recheck_seconds: float = Field(default=5.0, gt=0, le=300)
     data_key_max_seals: int = Field(default=2**30, ge=1000, le=2**31)
     detokenize_rps: float = Field(default=5.0, gt=0)
     detokenize_burst: int = Field(default=20, ge=1)

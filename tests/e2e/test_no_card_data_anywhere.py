@@ -5,6 +5,16 @@ endpoint, header, query parameter, path segment and consumer name, plus CVV and
 track-data attempts, with valid events in between. Then every response, the
 server's own output, and every byte of the data dir (while running and after a
 SIGTERM stop, -wal and -shm files included) are searched for them.
+
+The same numbers are also vaulted on purpose: tokenized via ``/v1/tokens``, sent as
+``card.number`` in events (tokenized onto ``payments.tokenized``, sealed onto
+``payments.raw``) and detokenized. Only the detokenize responses may show them; the
+data dir (keyring included), the logs and every other response must not. The whole
+run is repeated with OpenBao Transit as the key manager, reached through a recording
+relay so that every byte the gateway exchanged with it is searched too, as is the
+OpenBao server's output. (A dev server keeps its storage in memory, and OpenBao
+enables audit devices only from its configuration file, so its storage itself cannot
+be scanned; the relay sees everything that could have reached it.)
 """
 
 from __future__ import annotations
@@ -12,9 +22,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
+import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +35,10 @@ import httpx
 import pytest
 from e2e_helpers import TOPIC, card_free_event, read_topic_http
 
+from strongroom.crypto.transaction_signing import MoneyFields, sign_transaction
 from strongroom.domain.cards import find_pan_spans, luhn_valid
 from support import UNTHROTTLED_ENV, GatewayProcess
+from support_openbao import new_key_name, openbao_server
 
 pytestmark = pytest.mark.slow
 
@@ -137,17 +152,29 @@ class Exchange:
     code: str | None
     offered_request_id: str | None = None
     request_id: str | None = None
+    #: The one planted number this response may show (a detokenize response), if any.
+    reveals: str | None = None
 
 
 @dataclass(repr=False)
 class Findings:
+    kms: str = "local"
     exchanges: list[Exchange] = field(default_factory=list)
     valid_ids: list[str] = field(default_factory=list)
     refused_valid_ids: list[str] = field(default_factory=list)
     stored_ids: list[str] = field(default_factory=list)
+    #: The vault's tokens by planted-number name, and the purged one.
+    tokens: dict[str, str] = field(default_factory=dict)
+    purged: str = ""
+    #: Event id → the planted-number name of every accepted event with ``card.number``.
+    card_events: dict[str, str] = field(default_factory=dict)
+    tokenized: list[dict[str, Any]] = field(default_factory=list)
+    raw: list[dict[str, Any]] = field(default_factory=list)
     files_running: dict[str, bytes] = field(default_factory=dict)
     files_stopped: dict[str, bytes] = field(default_factory=dict)
     output: str = ""
+    #: With OpenBao: its server output and every byte exchanged with it.
+    kms_files: dict[str, bytes] = field(default_factory=dict)
 
 
 def _response_text(response: httpx.Response) -> str:
@@ -176,6 +203,7 @@ class Planter:
         *,
         expect_status: int | tuple[int, ...] | None = None,
         expect_code: str | None = None,
+        reveals: str | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
         response = self.client.request(method, url, **kwargs)
@@ -186,7 +214,7 @@ class Planter:
         self.findings.exchanges.append(
             Exchange(
                 label, response.status_code, _response_text(response), expect_status,
-                expect_code, code, offered, response.headers.get("X-Request-ID"),
+                expect_code, code, offered, response.headers.get("X-Request-ID"), reveals,
             )
         )  # fmt: skip
         self.sent += 1
@@ -443,6 +471,175 @@ def _plant_in_admin(planter: Planter) -> None:
         )  # fmt: skip
 
 
+def _vault_card(pan: str, **extra: Any) -> dict[str, Any]:
+    return {"number": pan, "exp_month": 12, "exp_year": datetime.now(UTC).year + 3, **extra}
+
+
+def _plant_in_vault(planter: Planter) -> None:
+    """Vault every planted number on purpose: tokens, events with ``card.number``, a
+    signed one, refusals of bad cards, describing, detokenizing and purging."""
+    findings = planter.findings
+    tokens = findings.tokens
+    for name, pan in PANS.items():
+        response = planter.send(
+            f"tokenize {name}", "POST", "/v1/tokens", json=_vault_card(pan),
+            headers=planter.json, expect_status=201,
+        )  # fmt: skip
+        tokens[name] = response.json()["token"]
+    planter.send(
+        "tokenize again", "POST", "/v1/tokens", json=_vault_card(PANS["visa"]),
+        headers=planter.json, expect_status=200,
+    )  # fmt: skip
+    for name, pan in PANS.items():
+        body = card_free_event(card=_vault_card(pan), amount=1234, currency="EUR")
+        planter.send(
+            f"event with card {name}", "POST", "/v1/events", json=body,
+            headers=planter.json, expect_status=202,
+        )  # fmt: skip
+        findings.card_events[body["event_id"]] = name
+    names = ["amex", "jcb", "unionpay-19"]
+    batch = [card_free_event(card=_vault_card(PANS[name])) for name in names]
+    planter.send(
+        "batch of card events", "POST", "/v1/events", json={"events": batch},
+        headers=planter.json, expect_status=202,
+    )  # fmt: skip
+    findings.card_events.update({e["event_id"]: n for e, n in zip(batch, names, strict=True)})
+    body = card_free_event(card=_vault_card(PANS["maestro"]))
+    planter.send(
+        "payflux route with card", "POST", "/v1/events/payment_exhaust", json=body,
+        headers=planter.json, expect_status=202,
+    )  # fmt: skip
+    findings.card_events[body["event_id"]] = "maestro"
+    created = planter.send(
+        "signing secret", "POST", "/v1/settings/signing-secret", headers=planter.json,
+        expect_status=201,
+    )  # fmt: skip
+    signed = card_free_event(card=_vault_card(PANS["discover"]), amount=99_000, currency="EUR")
+    fields = MoneyFields(
+        signed["event_id"], PANS["discover"], 99_000, "EUR", signed["merchant_id_hash"]
+    )
+    signed["signature"] = sign_transaction(created.json()["signing_secret"], fields)
+    planter.send(
+        "signed card event", "POST", "/v1/events", json=signed, headers=planter.json,
+        expect_status=202,
+    )  # fmt: skip
+    findings.card_events[signed["event_id"]] = "discover"
+    _refuse_in_vault(planter)
+    for name, token in tokens.items():
+        planter.send(
+            f"describe {name}", "GET", f"/v1/tokens/{token}", headers=planter.auth,
+            expect_status=200,
+        )  # fmt: skip
+        planter.send(
+            f"detokenize {name}", "POST", "/v1/tokens/detokenize", json={"token": token},
+            headers=planter.json, expect_status=200, reveals=PANS[name],
+        )  # fmt: skip
+    findings.purged = tokens["visa-alt"]
+    planter.send(
+        "purge", "DELETE", f"/v1/tokens/{findings.purged}", headers=planter.auth,
+        expect_status=204,
+    )  # fmt: skip
+
+
+def _refuse_in_vault(planter: Planter) -> None:
+    """Planted numbers sent to the vault in ways it must refuse, echoing nothing."""
+    visa, amex = PANS["visa"], PANS["amex"]
+    year = datetime.now(UTC).year
+    vault_refusals: list[tuple[str, dict[str, Any], str]] = [
+        ("expired", _vault_card(visa, exp_year=year - 1), "validation_failed"),
+        ("month 13", _vault_card(amex, exp_month=13), "validation_failed"),
+        ("spaced number", _vault_card(spaced(PANS["jcb"])), "validation_failed"),
+        ("dashed number", _vault_card(dashed(PANS["mastercard"])), "validation_failed"),
+        ("full-width number", _vault_card(full_width(PANS["diners"])), "validation_failed"),
+        ("number too long", _vault_card(visa + visa + visa), "validation_failed"),
+        ("number as integer", _vault_card(int(visa)), "validation_failed"),
+        ("cvv", _vault_card(visa, cvv=SAD_MARKERS[0]), "sensitive_authentication_data"),
+        ("pan in a note", _vault_card(visa, note=amex), "pan_detected"),
+    ]
+    for label, body, code in vault_refusals:
+        planter.send(
+            f"tokenize refused: {label}", "POST", "/v1/tokens", json=body,
+            headers=planter.json, expect_status=422, expect_code=code,
+        )  # fmt: skip
+    planter.send(
+        "detokenize a pan", "POST", "/v1/tokens/detokenize", json={"token": visa},
+        headers=planter.json, expect_status=422, expect_code="pan_detected",
+    )  # fmt: skip
+    good = [card_free_event(card=_vault_card(PANS[name])) for name in ("visa", "jcb")]
+    broken = card_free_event(card=_vault_card(visa[:-1] + str((int(visa[-1]) + 1) % 10)))
+    planter.findings.refused_valid_ids.extend(e["event_id"] for e in good)
+    planter.ingest(
+        "card batch with an invalid card", {"events": [good[0], broken, good[1]]},
+        code="validation_failed",
+    )  # fmt: skip
+    event_refusals: list[tuple[str, dict[str, Any], str]] = [
+        (
+            "token and number",
+            {**_vault_card(amex), "token": "tok_" + "A" * 24},
+            "validation_failed",
+        ),
+        ("cvc in card", _vault_card(amex, cvc=SAD_MARKERS[0]), "sensitive_authentication_data"),
+        ("pan as token", {"token": amex}, "pan_detected"),
+    ]
+    for label, body, code in event_refusals:
+        event = card_free_event(card=body)
+        planter.findings.refused_valid_ids.append(event["event_id"])
+        planter.ingest(f"card event refused: {label}", event, code=code)
+    event = card_free_event(card=_vault_card(visa), metadata={"previous": amex})
+    planter.findings.refused_valid_ids.append(event["event_id"])
+    planter.ingest("card event with a pan elsewhere", event)
+
+
+class RecordingRelay:
+    """A TCP relay on loopback to ``host:port`` that keeps every byte, both ways."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.captured = bytearray()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=self._pump, args=(source, sink), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                with self._lock:
+                    self.captured += data
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        # Shutting a socket down wakes a thread blocked on it; closing alone may not.
+        for sock in [self._listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(5)
+        for sock in [self._listener, *self._sockets]:
+            sock.close()
+
+
 def _data_files(data_dir: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(data_dir)): path.read_bytes()
@@ -454,12 +651,41 @@ def _data_files(data_dir: Path) -> dict[str, bytes]:
 _KEY_LINE = re.compile(r"^\s+(\S{16,})\s*$", re.MULTILINE)
 
 
-@pytest.fixture(scope="module")
-def findings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Findings]:
-    data_dir = tmp_path_factory.mktemp("cards") / "data"
+@pytest.fixture(scope="module", params=["local", "openbao"])
+def findings(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Findings]:
+    base = tmp_path_factory.mktemp("cards")
+    data_dir = base / "data"
+    result = Findings(kms=request.param)
+    with contextlib.ExitStack() as stack:
+        env = dict(UNTHROTTLED_ENV)
+        if result.kms == "openbao":
+            server = stack.enter_context(openbao_server(base / "openbao", stop_timeout=0.5))
+            host, port = server.host_port.rsplit(":", 1)
+            relay = RecordingRelay(host, int(port))
+            stack.callback(relay.close)
+            env["STRONGROOM_KMS_URL"] = (
+                f"vault://127.0.0.1:{relay.port}/transit/keys/{new_key_name()}"
+            )
+            env["STRONGROOM_VAULT_TOKEN"] = server.token
+            # No data-key cache: every seal and open unwraps through Transit, so the
+            # relay sees as much of the gateway's key traffic as there can be.
+            env["STRONGROOM_DATA_KEY_CACHE_SECONDS"] = "0"
+            env["STRONGROOM_KMS_TIMEOUT_SECONDS"] = "10"
+        _plant_and_collect(data_dir, env, result)
+        if result.kms == "openbao":
+            result.kms_files = {
+                "openbao output": server.output().encode(),
+                "relayed traffic": bytes(relay.captured),
+            }
+        yield result
+
+
+def _plant_and_collect(data_dir: Path, env: dict[str, str], result: Findings) -> None:
+    """Run one gateway through every planting; fill ``result``; stop it."""
     # No configured keys: the bootstrap platform admin key reaches every endpoint.
-    gateway = GatewayProcess(data_dir, UNTHROTTLED_ENV, unset=["STRONGROOM_API_KEYS"])
-    result = Findings()
+    gateway = GatewayProcess(data_dir, env, unset=["STRONGROOM_API_KEYS"])
     try:
         gateway.start()
         (key,) = _KEY_LINE.findall(gateway.stdout())
@@ -480,14 +706,16 @@ def findings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Findings]:
             _plant_in_urls(planter)
             _plant_in_consumers(planter)
             _plant_in_admin(planter)
+            _plant_in_vault(planter)
             planter.valid_event()
             records = read_topic_http(client, headers=planter.auth)
             result.stored_ids = [r["record"]["event_id"] for r in records]
+            result.tokenized = records
+            result.raw = read_topic_http(client, "payments.raw", headers=planter.auth)
         result.files_running = _data_files(data_dir)
         gateway.stop()
         result.files_stopped = _data_files(data_dir)
         result.output = gateway.output()
-        yield result
     finally:
         gateway.ensure_stopped()
 
@@ -531,8 +759,41 @@ def test_planted_request_ids_are_replaced(findings: Findings) -> None:
             assert not leaked_pans(exchange.request_id)
 
 
+def test_the_vault_holds_every_planted_card_sealed_and_tokenized(findings: Findings) -> None:
+    assert set(findings.tokens) == set(PANS)
+    stored = {r["record"]["event_id"]: r["record"] for r in findings.tokenized}
+    for event_id, name in findings.card_events.items():
+        card = stored[event_id]["card"]
+        assert card["token"] == findings.tokens[name], name
+        assert card["last4"] == PANS[name][-4:]
+        assert "number" not in card
+    assert [r.get("signature_verified") for r in stored.values() if "signature_verified" in r] == [
+        True
+    ]
+    raw_ids = [r["record"]["event_id"] for r in findings.raw]
+    assert sorted(raw_ids) == sorted(findings.card_events), "raw holds other events"
+    assert all(r["record"]["sealed"].startswith("sr1:") for r in findings.raw)
+    assert not set(findings.refused_valid_ids) & set(raw_ids)
+    # The vault's rows were written where the scans look.
+    everything = b"".join(findings.files_stopped.values())
+    for token in findings.tokens.values():
+        if token != findings.purged:
+            assert token.encode() in everything, token
+    assert ("kek.keyring" in findings.files_running) == (findings.kms == "local")
+
+
+def test_only_detokenize_responses_show_a_number_and_each_its_own(findings: Findings) -> None:
+    revealing = [e for e in findings.exchanges if e.reveals is not None]
+    assert len(revealing) == len(PANS)
+    for exchange in revealing:
+        assert exchange.status == 200, exchange.label
+        assert leaked_pans(exchange.text) == [exchange.reveals], exchange.label
+
+
 def test_no_response_contains_a_planted_pan(findings: Findings) -> None:
-    leaks = [(e.label, e.status, leaked_pans(e.text)) for e in findings.exchanges]
+    leaks = [
+        (e.label, e.status, leaked_pans(e.text)) for e in findings.exchanges if e.reveals is None
+    ]
     leaks = [leak for leak in leaks if leak[2]]
     assert not leaks, f"{len(leaks)} responses echo card numbers: {leaks[:10]}"
     markers = [(e.label, m) for e in findings.exchanges for m in SAD_MARKERS if m in e.text]
@@ -568,4 +829,16 @@ def test_no_file_in_the_data_dir_holds_card_data_while_running(findings: Finding
 def test_no_file_in_the_data_dir_holds_card_data_after_stop(findings: Findings) -> None:
     assert findings.files_stopped
     problems = _scan(findings.files_stopped)
+    assert not problems, problems[:10]
+
+
+def test_the_key_manager_never_sees_card_data(findings: Findings) -> None:
+    if findings.kms == "local":
+        pytest.skip("the local keyring lives in the data dir, which is scanned above")
+    traffic = findings.kms_files["relayed traffic"]
+    # The relay saw the gateway's Transit calls: data keys made and unwrapped.
+    assert b"POST /v1/transit/datakey/" in traffic
+    assert b"POST /v1/transit/decrypt/" in traffic
+    assert b"OpenBao server started" in findings.kms_files["openbao output"]
+    problems = _scan(findings.kms_files)
     assert not problems, problems[:10]

@@ -23,7 +23,6 @@ from strongroom.config import Settings
 from strongroom.crypto.envelope import SealContext
 from strongroom.domain.topics import RAW, TOKENIZED
 from strongroom.errors import DataUnreadable
-from strongroom.services import data_keys as data_keys_module
 from support_app import make_settings
 
 
@@ -103,10 +102,10 @@ async def test_a_copy_cannot_be_opened_as_another_tenant_after_the_erase(
 
 
 async def test_another_gateway_cannot_open_copies_after_the_erase(
-    gateway_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    gateway_settings: Settings,
 ) -> None:
-    # Other processes re-read a cached key's row every RECHECK_SECONDS; shortened here.
-    monkeypatch.setattr(data_keys_module, "RECHECK_SECONDS", 0.2)
+    # Other processes re-read a cached key's row every recheck period; shortened here.
+    gateway_settings = gateway_settings.model_copy(update={"data_key_recheck_seconds": 0.2})
     async with open_state(gateway_settings) as eraser, open_state(gateway_settings) as other:
         erased = (await eraser.tenants.create("to-be-erased")).id
         export: list[SealedCopy] = await vault_some(eraser, erased, seed=1)

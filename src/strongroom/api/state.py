@@ -114,11 +114,14 @@ async def open_gateway(
         cache_seconds=settings.data_key_cache_seconds,
         cache_size=settings.data_key_cache_size,
         max_seals=settings.data_key_max_seals,
+        recheck_seconds=settings.data_key_recheck_seconds,
     )
     tenant_settings = TenantSettingsService(store.tenant_settings, clock, audit)
     vault = TokenVault(store.tokens, data_keys, tenant_settings, pepper, clock, audit)
     signing = TransactionSigning(store.secrets, data_keys, tenant_settings, clock, audit)
-    shredder = CryptoShredder(data_keys, store.tokens, store.secrets, tenant_settings, signing)
+    shredder = CryptoShredder(
+        data_keys, store.tokens, store.secrets, tenant_settings, signing, vault
+    )
     tenants = TenantService(store.tenants, store.keys, usage, store.log, clock, audit, shredder)
     keys = KeyService(
         store.keys,
@@ -140,6 +143,7 @@ async def open_gateway(
         ingest=IngestService(
             store.log,
             CardEvents(vault, signing, data_keys),
+            tenant_settings,
             max_event_bytes=settings.max_event_bytes,
         ),
         data_keys=data_keys,

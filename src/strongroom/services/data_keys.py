@@ -14,7 +14,7 @@ Rules this service guarantees:
 4. Erasing a tenant destroys its DEKs (crypto-shredding): afterwards none of
    its sealed values opens anywhere, whatever copies exist. Other processes
    holding the key in their cache re-read its row at least every
-   ``RECHECK_SECONDS`` and drop it once it is gone.
+   ``recheck_seconds`` and drop it once it is gone.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from strongroom.errors import DataUnreadable
 from strongroom.ports import Clock, DataKeyRecord, DataKeyRepository, DataKeyState, KeyManager
 
 LEASE: Final = 4096
-RECHECK_SECONDS: Final = 5.0
+DEFAULT_RECHECK_SECONDS: Final = 5.0
 _ID_ALPHABET: Final = string.ascii_letters + string.digits
 _UNREADABLE: Final = "The sealed value cannot be opened."
 
@@ -46,7 +46,7 @@ class _Cached:
     tenant: str
     expires_at: float
     #: Until when the key is known to still exist; afterwards its row is read again,
-    #: so a tenant erased by another process stops opening within RECHECK_SECONDS.
+    #: so a tenant erased by another process stops opening within recheck_seconds.
     checked_until: float
 
 
@@ -68,7 +68,9 @@ class DataKeyService:
         cache_seconds: float,
         cache_size: int,
         max_seals: int,
+        recheck_seconds: float = DEFAULT_RECHECK_SECONDS,
     ) -> None:
+        self._recheck_seconds = recheck_seconds
         self._repository = repository
         self._key_manager = key_manager
         self._clock = clock
@@ -78,6 +80,8 @@ class DataKeyService:
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._leases: dict[str, _Lease] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Keys seen retired in the store: they still open, but never seal again.
+        self._retired: set[str] = set()
 
     @property
     def key_manager(self) -> KeyManager:
@@ -91,6 +95,9 @@ class DataKeyService:
         Raises:
             KeyManagerUnavailable: no usable data key without the KMS.
             StorageUnavailable: the seal count could not be recorded.
+
+        A key another process retired is noticed when its row is re-read (at
+        least every ``recheck_seconds``); sealing then moves to the active key.
         """
         lease = self._leases.get(context.tenant)
         if lease is not None and lease.remaining > 0:
@@ -112,6 +119,12 @@ class DataKeyService:
                 lease = await self._new_lease(tenant)
             # Spend the seal before waiting on the KMS, so a concurrent fast-path
             # seal cannot use the same reserved seal.
+            lease.remaining -= 1
+            key = await self._load(lease.dek_id, tenant=tenant)
+            if lease.dek_id not in self._retired:
+                return key
+            # Another process retired the key (rotation, re-encryption): move on.
+            lease = await self._new_lease(tenant)
             lease.remaining -= 1
             return await self._load(lease.dek_id, tenant=tenant)
 
@@ -178,9 +191,11 @@ class DataKeyService:
         if record is None or record.tenant != tenant:
             self._cache.pop(dek_id, None)
             raise DataUnreadable(_UNREADABLE)
+        if record.state != DataKeyState.ACTIVE:
+            self._retired.add(dek_id)
         still = self._cache.get(dek_id)
         if still is not None and still.expires_at > self._clock.now():
-            still.checked_until = self._clock.now() + RECHECK_SECONDS
+            still.checked_until = self._clock.now() + self._recheck_seconds
             return still.key
         material = await self._key_manager.unwrap(record.wrapped)
         key = DataKey(record.dek_id, record.kek_version, material)
@@ -205,7 +220,10 @@ class DataKeyService:
             return
         now = self._clock.now()
         self._cache[key.dek_id] = _Cached(
-            key, tenant, now + self._cache_seconds, now + min(RECHECK_SECONDS, self._cache_seconds)
+            key,
+            tenant,
+            now + self._cache_seconds,
+            now + min(self._recheck_seconds, self._cache_seconds),
         )
         self._cache.move_to_end(key.dek_id)
         while len(self._cache) > self._cache_size:

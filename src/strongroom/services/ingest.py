@@ -19,9 +19,14 @@ from strongroom.errors import FieldError, InvalidRequest, PayloadTooLarge
 from strongroom.ports import AppendResult, EventLog, NewRecord
 from strongroom.services.card_events import CardEvents
 from strongroom.services.screening import screen
+from strongroom.services.tenant_settings import TenantSettingsService
 
 #: Where events may carry a card number: only inside ``card``, which is tokenized.
 CARD_FIELDS: Final = frozenset({"card.number", "events[].card.number"})
+#: At least how much larger an event's stored form may be than what was sent:
+#: ``card`` gains ``token``, ``last4``, ``brand`` and the expiry (about 75 bytes
+#: at most) and ``signature`` becomes ``signature_verified``.
+CARD_GROWTH: Final = 128
 
 _JSON_ERRORS: Final = frozenset({"json_invalid", "json_type"})
 
@@ -60,9 +65,17 @@ class IngestService:
     """Turns request bodies into committed records on ``payments.tokenized``
     (and, for events with a card, their sealed originals on ``payments.raw``)."""
 
-    def __init__(self, log: EventLog, cards: CardEvents, *, max_event_bytes: int) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        cards: CardEvents,
+        settings: TenantSettingsService,
+        *,
+        max_event_bytes: int,
+    ) -> None:
         self._log = log
         self._cards = cards
+        self._settings = settings
         self._max_event_bytes = max_event_bytes
 
     def parse(self, body: bytes, *, allow_batch: bool = True) -> tuple[list[PaymentEvent], bool]:
@@ -103,10 +116,10 @@ class IngestService:
         self._check_sizes(records, batch)
         return records
 
-    def _check_sizes(self, records: list[NewRecord], batch: bool) -> None:
+    def _check_sizes(self, records: list[NewRecord], batch: bool, *, headroom: int = 0) -> None:
         too_large: list[FieldError] = []
         for index, record in enumerate(records):
-            if len(record.payload) > self._max_event_bytes:
+            if len(record.payload) + headroom > self._max_event_bytes:
                 where = f"events[{index}]" if batch else "body"
                 too_large.append(FieldError(where, f"event exceeds {self._max_event_bytes} bytes"))
         if too_large:
@@ -114,11 +127,22 @@ class IngestService:
                 "An event is over the size limit; nothing was accepted.", tuple(too_large)
             )
 
+    async def _needs_protection(self, tenant: str, events: list[PaymentEvent]) -> bool:
+        """Cards to tokenize, signatures to check, or amounts the tenant wants signed."""
+        if any(event.needs_vault for event in events):
+            return True
+        threshold = (await self._settings.get(tenant)).signature_required_above
+        return threshold is not None and any((event.amount or 0) > threshold for event in events)
+
     async def ingest(self, tenant: str, body: bytes, *, allow_batch: bool = True) -> AppendResult:
         """Validate and durably append; returns accepted and duplicate event ids."""
         events, batch = self.parse(body, allow_batch=allow_batch)
-        if not any(event.needs_vault for event in events):
-            return await self._log.append(TOKENIZED, self.to_records(tenant, events, batch))
+        records = self.to_records(tenant, events, batch)
+        if not await self._needs_protection(tenant, events):
+            return await self._log.append(TOKENIZED, records)
+        # Refuse oversized events before any card reaches the vault: a tokenized
+        # card takes at most CARD_GROWTH bytes more than the card as sent.
+        self._check_sizes(records, batch, headroom=CARD_GROWTH)
         protected = await self._cards.protect(tenant, events, batch)
         self._check_sizes(protected.tokenized, batch)
         if not protected.raw:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from strongroom.ports import TenantSecretRepository, TokenRepository
 from strongroom.services.data_keys import DataKeyService
 from strongroom.services.tenant_settings import TenantSettingsService
+from strongroom.services.tokens import TokenVault
 from strongroom.services.transaction_signing import TransactionSigning
 
 
@@ -21,7 +22,9 @@ class CryptoShredder:
         secrets: TenantSecretRepository,
         settings: TenantSettingsService,
         signing: TransactionSigning,
+        vault: TokenVault,
     ) -> None:
+        self._vault = vault
         self._data_keys = data_keys
         self._tokens = tokens
         self._secrets = secrets
@@ -33,6 +36,7 @@ class CryptoShredder:
         data_keys = await self._data_keys.shred_tenant(tenant)
         self._signing.forget(tenant)
         tokens = await self._tokens.erase_tenant(tenant)
+        self._vault.forget_tenant(tenant)
         secrets = await self._secrets.erase_tenant(tenant)
         await self._settings.erase_tenant(tenant)
         return {

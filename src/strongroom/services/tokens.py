@@ -12,13 +12,17 @@ Rules this service guarantees:
    ``number``, token); the response shows at most the first six and last four
    digits, the first six only where the tenant enabled them.
 4. Detokenizing and purging are audited; no number reaches the audit log.
+5. Known cards are answered from a bounded in-memory map (fingerprint → token,
+   never the number) for ``KNOWN_CARD_SECONDS``; a purge or erasure here
+   clears it at once, one made by another gateway within that time.
 """
 
 from __future__ import annotations
 
 import secrets
 import string
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
 
@@ -36,6 +40,8 @@ TOKEN_RANDOM_CHARS: Final = 24
 VAULT_TABLE: Final = "card_tokens"
 _BASE62: Final = string.ascii_letters + string.digits
 _FINGERPRINT_CONTEXT: Final = "strongroom card fingerprint v1:"
+KNOWN_CARD_SECONDS: Final = 5.0
+KNOWN_CARD_LIMIT: Final = 100_000
 
 
 def new_token() -> str:
@@ -109,6 +115,29 @@ class TokenVault:
         self._clock = clock
         self._audit = audit
         self._fingerprint_keys: dict[str, bytes] = {}
+        self._known: OrderedDict[tuple[str, bytes], tuple[float, CardToken]] = OrderedDict()
+
+    def _recall(self, tenant: str, fingerprint: bytes) -> CardToken | None:
+        entry = self._known.get((tenant, fingerprint))
+        if entry is None:
+            return None
+        if entry[0] <= self._clock.now():
+            del self._known[(tenant, fingerprint)]
+            return None
+        return entry[1]
+
+    def _remember(self, card: CardToken) -> None:
+        self._known[(card.tenant, card.fingerprint)] = (
+            self._clock.now() + KNOWN_CARD_SECONDS,
+            card,
+        )
+        if len(self._known) > KNOWN_CARD_LIMIT:
+            self._known.popitem(last=False)
+
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop the tenant's remembered cards (its tokens were erased)."""
+        for key in [key for key in self._known if key[0] == tenant]:
+            del self._known[key]
 
     def fingerprint(self, tenant: str, number: str) -> bytes:
         key = self._fingerprint_keys.get(tenant)
@@ -134,7 +163,9 @@ class TokenVault:
             KeyManagerUnavailable, StorageUnavailable: nothing was stored.
         """
         fingerprint = self.fingerprint(tenant, card.number)
-        stored = await self._tokens.by_fingerprint(tenant, fingerprint)
+        stored = self._recall(tenant, fingerprint)
+        if stored is None:
+            stored = await self._tokens.by_fingerprint(tenant, fingerprint)
         created = False
         if stored is None:
             token = new_token()
@@ -158,13 +189,15 @@ class TokenVault:
             created = stored.token == token
         elif (stored.exp_year, stored.exp_month) < (card.exp_year, card.exp_month):
             await self._tokens.update_expiry(tenant, stored.token, card.exp_month, card.exp_year)
+            stored = replace(stored, exp_month=card.exp_month, exp_year=card.exp_year)
+        self._remember(stored)
         settings = await self._settings.get(tenant)
         return TokenizedCard(
             token=stored.token,
             last4=stored.last4,
             brand=stored.brand,
-            exp_month=max((stored.exp_year, stored.exp_month), (card.exp_year, card.exp_month))[1],
-            exp_year=max(stored.exp_year, card.exp_year),
+            exp_month=stored.exp_month,
+            exp_year=stored.exp_year,
             fingerprint=fingerprint[:16].hex(),
             bin=stored.bin6 if settings.expose_bin else None,
             created=created,
@@ -202,6 +235,8 @@ class TokenVault:
 
     async def purge(self, tenant: str, token: str, *, actor: str) -> None:
         """Delete a token and its sealed number. Raises ``NotFound``."""
-        if not is_token(token) or not await self._tokens.delete(tenant, token):
+        stored = await self._tokens.get(tenant, token) if is_token(token) else None
+        if stored is None or not await self._tokens.delete(tenant, token):
             raise NotFound("No such token.")
+        self._known.pop((tenant, stored.fingerprint), None)
         await self._audit.record("token.purged", actor=actor, tenant=tenant, resource=token)
