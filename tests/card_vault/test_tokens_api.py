@@ -521,3 +521,19 @@ async def test_invalid_settings_are_422_and_change_nothing(
     assert_problem(response, 422, "validation_failed")
     current = await vault.http.get("/v1/settings", headers=admin.headers)
     assert current.json() == {"expose_bin": False, "signature_required_above": None}
+
+
+async def test_expose_bin_never_shows_six_and_four_of_a_short_number(vault: VaultGateway) -> None:
+    admin = await vault.admin()
+    enabled = await vault.http.patch(
+        "/v1/settings", json={"expose_bin": True}, headers=admin.headers
+    )
+    assert enabled.status_code == 200, enabled.text
+
+    short = await vault.tokenize(admin.headers, CARDS["diners"])
+    long = await vault.tokenize(admin.headers, CARDS["visa"])
+
+    assert len(CARDS["diners"]) == 14
+    assert "bin" not in short, "six plus four of 14 digits would leave only four hidden"
+    assert short["last4"] == CARDS["diners"][-4:]
+    assert long["bin"] == CARDS["visa"][:6]

@@ -10,7 +10,8 @@ Rules this service guarantees:
    tokens or fingerprints.
 3. The number is stored only sealed, bound to (tenant, ``card_tokens``,
    ``number``, token); the response shows at most the first six and last four
-   digits, the first six only where the tenant enabled them.
+   digits, the first six only where the tenant enabled them and the number has
+   at least 15 digits (so at least five stay hidden).
 4. Detokenizing and purging are audited; no number reaches the audit log.
 5. Known cards are answered from a bounded in-memory map (fingerprint → token,
    never the number) for ``KNOWN_CARD_SECONDS``; a purge or erasure here
@@ -41,6 +42,8 @@ VAULT_TABLE: Final = "card_tokens"
 _BASE62: Final = string.ascii_letters + string.digits
 _FINGERPRINT_CONTEXT: Final = "strongroom card fingerprint v1:"
 KNOWN_CARD_SECONDS: Final = 5.0
+#: First six and last four shown together must still hide at least five digits.
+MIN_DIGITS_FOR_BIN: Final = 15
 KNOWN_CARD_LIMIT: Final = 100_000
 
 
@@ -199,7 +202,9 @@ class TokenVault:
             exp_month=stored.exp_month,
             exp_year=stored.exp_year,
             fingerprint=fingerprint[:16].hex(),
-            bin=stored.bin6 if settings.expose_bin else None,
+            bin=stored.bin6
+            if settings.expose_bin and len(card.number) >= MIN_DIGITS_FOR_BIN
+            else None,
             created=created,
         )
 
