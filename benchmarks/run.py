@@ -7,11 +7,13 @@ regenerates that group's section of ``docs/benchmarks.md`` between its markers,
 leaving the rest of the document (and other groups' sections) as they were.
 
 Groups: ``ingest`` (single events and batches against a bare-endpoint baseline),
-``keys`` (managed vs configured API keys on one gateway, alternating rounds) and
+``keys`` (managed vs configured API keys on one gateway, alternating rounds),
 ``audit`` (the audit trail in-process, no HTTP: append rates, a million-record
-log, ``verify`` and Merkle proofs). A group whose figures are not one wrk run per
-row passes ``summary=`` to print its own tables, and may add pass/fail ``checks``
-to its report; a failed check fails the run like a failed durability check.
+log, ``verify`` and Merkle proofs) and ``vault`` (in ``benchmarks/vault.py``: the
+seal recipe against OpenBao Transit, tokenizing in process and over HTTP). A
+group whose figures are not one wrk run per row passes ``summary=`` to print its
+own tables, and may add pass/fail ``checks`` to its report; a failed check fails
+the run like a failed durability check.
 
 Method, and why:
 
@@ -2166,6 +2168,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="exit 1 when a performance target is missed (durability failures always do)",
     )
     return parser.parse_args(argv)
+
+
+# Groups in other modules register themselves on import. They import from
+# ``benchmarks.run``; run as ``python -m benchmarks.run`` this file is ``__main__``,
+# so it is entered under that name first, or they would load and fill a second copy.
+sys.modules.setdefault("benchmarks.run", sys.modules[__name__])
+import benchmarks.vault  # noqa: E402, F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:
