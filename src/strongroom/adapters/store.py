@@ -1,17 +1,23 @@
 """Opens every adapter the configuration names, as one ``Store``.
 
 Both the server and the CLI go through here, so an operator's command acts on
-exactly what the gateway uses.
+exactly what the gateway uses. ``STRONGROOM_DATABASE_URL`` chooses the
+database: unset or ``sqlite:///PATH`` is one SQLite file (the event log and
+audit log on its group-commit writer thread); ``postgresql://USER@HOST:PORT/DB``
+is a PostgreSQL database that several gateways share (needs the ``postgres``
+extra). The repositories are the same SQLAlchemy Core code on both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from strongroom.adapters.sql.data_keys import SqlDataKeyRepository
-from strongroom.adapters.sql.engine import create_engine, ensure_schema, sqlite_url
+from strongroom.adapters.sql.engine import async_url, create_engine, ensure_schema, sqlite_url
 from strongroom.adapters.sql.keys import SqlApiKeyRepository
 from strongroom.adapters.sql.tenant_secrets import (
     SqlTenantSecretRepository,
@@ -20,19 +26,14 @@ from strongroom.adapters.sql.tenant_secrets import (
 from strongroom.adapters.sql.tenants import SqlTenantRepository
 from strongroom.adapters.sql.tokens import SqlTokenRepository
 from strongroom.adapters.sql.usage import SqlUsageRepository
-from strongroom.adapters.sqlite.audit import SqliteAuditLog
-from strongroom.adapters.sqlite.database import SqliteDatabase
-from strongroom.adapters.sqlite.log import SqliteEventLog
 from strongroom.config import Settings
 from strongroom.crypto.keyed_hash import create_private_file
-from strongroom.errors import ConfigurationError
-from strongroom.ports import AuditLog, EventLog
+from strongroom.ports import AuditLog, Clock, EventLog
 
 
 @dataclass(slots=True)
 class Store:
     engine: AsyncEngine
-    database: SqliteDatabase
     tenants: SqlTenantRepository
     keys: SqlApiKeyRepository
     usage: SqlUsageRepository
@@ -42,22 +43,44 @@ class Store:
     tenant_settings: SqlTenantSettingsRepository
     log: EventLog
     audit: AuditLog
+    #: Run in order by ``aclose`` before the engine is disposed (flush the logs' writers).
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def aclose(self) -> None:
-        await self.database.aclose()
-        await self.engine.dispose()
+        """Flush and close the logs, then the engine. Idempotent."""
+        closers, self.closers = self.closers, []
+        try:
+            for close in closers:
+                await close()
+        finally:
+            await self.engine.dispose()
 
 
 def database_url(settings: Settings) -> str:
     return settings.database_url or sqlite_url(settings.database_path)
 
 
+def is_sqlite(url: str) -> bool:
+    return async_url(url).startswith("sqlite")
+
+
+def _sqlite_path(settings: Settings) -> Path:
+    if settings.database_url is None:
+        return settings.database_path
+    # sqlite:///relative/path or sqlite:////absolute/path, as SQLAlchemy reads them.
+    return Path(settings.database_url.partition(":///")[2])
+
+
 def engine_for(settings: Settings) -> AsyncEngine:
+    """The engine for the configured database.
+
+    Raises:
+        ConfigurationError: the URL is neither SQLite nor PostgreSQL, or the
+            PostgreSQL driver is not installed.
+    """
     url = database_url(settings)
-    if not url.startswith("sqlite"):
-        raise ConfigurationError(
-            "STRONGROOM_DATABASE_URL: only SQLite is supported by this release"
-        )
+    if not is_sqlite(url):
+        return create_engine(url)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if settings.database_url is None:
         # SQLite gives its -wal and -shm files the database file's mode, so
@@ -66,25 +89,54 @@ def engine_for(settings: Settings) -> AsyncEngine:
     return create_engine(url)
 
 
-async def open_store(settings: Settings, *, migrate: bool = False) -> Store:
-    """Connect, check (or create) the schema, and open the logs.
+def _sqlite_logs(
+    settings: Settings, clock: Clock | None
+) -> tuple[EventLog, AuditLog, Callable[[], Awaitable[None]]]:
+    from strongroom.adapters.sqlite.audit import SqliteAuditLog
+    from strongroom.adapters.sqlite.database import SqliteDatabase
+    from strongroom.adapters.sqlite.log import SqliteEventLog
+
+    database = SqliteDatabase(
+        _sqlite_path(settings), max_queued_weight=settings.writer_queue_max_events
+    )
+    return SqliteEventLog(database, clock=clock), SqliteAuditLog(database), database.aclose
+
+
+def _postgres_logs(
+    settings: Settings, engine: AsyncEngine, clock: Clock | None
+) -> tuple[EventLog, AuditLog, list[Callable[[], Awaitable[None]]]]:
+    from strongroom.adapters.postgres import PostgresAuditLog, PostgresEventLog
+
+    bound = settings.writer_queue_max_events
+    log = PostgresEventLog(engine, max_queued_weight=bound, clock=clock)
+    audit = PostgresAuditLog(engine, log, max_queued_weight=bound, clock=clock)
+    # The audit log publishes through the event log's tables: it closes first.
+    return log, audit, [audit.aclose, log.aclose]
+
+
+async def open_store(
+    settings: Settings, *, migrate: bool = False, clock: Clock | None = None
+) -> Store:
+    """Connect, check (or create) the schema, and open the logs (on ``clock``, for tests).
 
     Raises:
         SchemaOutOfDate: the database is behind and ``migrate`` is false.
         StorageUnavailable: the database cannot be reached.
+        ConfigurationError: the URL or the driver is wrong.
     """
     engine = engine_for(settings)
     try:
         await ensure_schema(engine, migrate=migrate)
-        database = SqliteDatabase(
-            settings.database_path, max_queued_weight=settings.writer_queue_max_events
-        )
+        if engine.dialect.name == "postgresql":
+            log, audit, closers = _postgres_logs(settings, engine, clock)
+        else:
+            log, audit, close = _sqlite_logs(settings, clock)
+            closers = [close]
     except BaseException:
         await engine.dispose()
         raise
     return Store(
         engine=engine,
-        database=database,
         tenants=SqlTenantRepository(engine),
         keys=SqlApiKeyRepository(engine),
         usage=SqlUsageRepository(engine),
@@ -92,6 +144,7 @@ async def open_store(settings: Settings, *, migrate: bool = False) -> Store:
         tokens=SqlTokenRepository(engine),
         secrets=SqlTenantSecretRepository(engine),
         tenant_settings=SqlTenantSettingsRepository(engine),
-        log=SqliteEventLog(database),
-        audit=SqliteAuditLog(database),
+        log=log,
+        audit=audit,
+        closers=closers,
     )

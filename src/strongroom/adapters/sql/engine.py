@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, inspect
+from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -50,16 +50,37 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+#: Seconds to open a PostgreSQL connection before the store counts as unavailable.
+CONNECT_TIMEOUT_SECONDS: Final = 5.0
+#: The advisory lock ``upgrade`` holds on PostgreSQL, so gateways started together
+#: with ``--migrate`` run the migrations once, one after the other.
+_MIGRATION_LOCK: Final = 0x5354524F4E47  # "STRONG"
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine; SQLite connections get WAL, FULL sync and immediate transactions."""
+    """An async engine; SQLite connections get WAL, FULL sync and immediate transactions.
+
+    Raises:
+        ConfigurationError: the scheme is unknown, or its driver is not installed.
+    """
     resolved = async_url(url)
     if resolved.startswith("sqlite"):
         engine = create_async_engine(resolved, connect_args={"timeout": 10})
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(
-        resolved, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-    )
+    try:
+        return create_async_engine(
+            resolved,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
+        )
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            "STRONGROOM_DATABASE_URL names PostgreSQL, whose driver is not installed; "
+            "run: pip install 'strongroom[postgres]'"
+        ) from exc
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -115,6 +136,8 @@ async def upgrade(engine: AsyncEngine) -> tuple[str | None, str]:
     """Apply every pending migration; returns (revision before, revision after)."""
 
     def run(connection: Connection) -> tuple[str | None, str]:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         before = _current(connection)
         command.upgrade(_alembic_config(connection), "head")
         return before, head_revision()
@@ -169,6 +192,19 @@ async def ensure_schema(engine: AsyncEngine, *, migrate: bool) -> None:
         f"the database schema is at revision {current or 'none'} but this release needs "
         f"{head}; run 'strongroom db upgrade' (or start with 'serve --migrate')"
     )
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE behind a ``StorageUnavailable`` raised by ``translate_errors``, if any.
+
+    Class ``22`` (data exception) and ``23`` (constraint violation) blame the
+    statement's data; class ``40`` (deadlock, serialization failure) the timing.
+    """
+    cause = error.__cause__
+    if isinstance(cause, DBAPIError):
+        code = getattr(cause.orig, "sqlstate", None)
+        return code if isinstance(code, str) else None
+    return None
 
 
 @asynccontextmanager
