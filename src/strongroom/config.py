@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".strongroom")
 
     database_url: str | None = None
+    database_pool_size: int = Field(default=10, ge=1, le=500)
 
     master_key: SecretStr | None = None
     kms_url: str | None = None

@@ -7,7 +7,7 @@ import asyncio
 import secrets
 
 import pytest
-from contract_support import OpenStore, known_failure
+from contract_support import OpenStore
 
 from strongroom.adapters.store import Store
 from strongroom.crypto.envelope import DataKey, SealContext, new_data_key_material
@@ -179,13 +179,6 @@ async def test_racing_token_inserts_for_one_card_return_the_winner(
 async def test_tenant_secrets_and_settings_are_replaced_under_concurrency(
     store: Store, open_test_store: OpenStore, store_url: str, request: pytest.FixtureRequest
 ) -> None:
-    known_failure(
-        request,
-        store_url,
-        "the repositories replace a row with DELETE then INSERT; on PostgreSQL two "
-        "concurrent replacements both insert and one fails on the primary key",
-        backend="postgres",
-    )
     other = await open_test_store()
     await asyncio.gather(
         *(

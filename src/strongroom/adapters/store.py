@@ -80,13 +80,13 @@ def engine_for(settings: Settings) -> AsyncEngine:
     """
     url = database_url(settings)
     if not is_sqlite(url):
-        return create_engine(url)
+        return create_engine(url, pool_size=settings.database_pool_size)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if settings.database_url is None:
         # SQLite gives its -wal and -shm files the database file's mode, so
         # creating it 0600 keeps all three private to the gateway's user.
         create_private_file(settings.database_path, b"")
-    return create_engine(url)
+    return create_engine(url, pool_size=settings.database_pool_size)
 
 
 def _sqlite_logs(

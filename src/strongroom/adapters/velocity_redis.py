@@ -174,7 +174,7 @@ class RedisVelocityCounter(VelocityCounter):
         now_ms = _millis(now)
         calls = []
         for query in queries:
-            retention = max(query.windows)
+            retention = query.retention
             args: list[Any] = [
                 event_id,
                 amount,

@@ -32,13 +32,21 @@ MAX_METADATA_KEYS: Final = 20
 MAX_METADATA_KEY_LENGTH: Final = 64
 MAX_METADATA_VALUE_LENGTH: Final = 256
 
+# Labels and identifiers hold no control characters (PostgreSQL text refuses NUL,
+# and no log line or CSV export should be split by a caller's newline).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Hash = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_PRINTABLE)]
+Hash = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_PRINTABLE)]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 # Declared as constraints (not a validator) so the OpenAPI document states them too.
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_LENGTH)]
-MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_LENGTH)]
+MetadataKey = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_LENGTH, pattern=_PRINTABLE),
+]
+MetadataValue = Annotated[
+    str, StringConstraints(max_length=MAX_METADATA_VALUE_LENGTH, pattern=r"^[^\x00]*$")
+]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
 
 
@@ -53,10 +61,14 @@ class EventCard(_Closed):
     and ``brand`` before anything is stored.
     """
 
-    number: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+    number: (
+        Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=_PRINTABLE)] | None
+    ) = None
     exp_month: int | None = None
     exp_year: int | None = None
-    token: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    token: (
+        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_PRINTABLE)] | None
+    ) = None
 
     @model_validator(mode="after")
     def _number_or_token(self) -> EventCard:
@@ -68,7 +80,7 @@ class EventCard(_Closed):
         return self
 
 
-Signature = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Signature = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_PRINTABLE)]
 
 
 class PaymentEvent(_Closed):

@@ -212,3 +212,10 @@ tenant_settings = Table(
     Column("settings", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+stream_offsets = Table(
+    "stream_offsets",
+    metadata,
+    Column("topic", String(200), primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from strongroom.adapters.sql.engine import translate_errors
@@ -18,26 +19,32 @@ def _secret(row: Any) -> SealedSecret:
     return SealedSecret(row.tenant, row.name, row.sealed, row.created_at)
 
 
+def _upsert(engine: AsyncEngine) -> Any:
+    """The dialect's INSERT with ON CONFLICT: one statement, so concurrent
+    replacements serialize on the row instead of failing on the key."""
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+
 class SqlTenantSecretRepository(TenantSecretRepository):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._insert = _upsert(engine)
 
     async def put(self, secret: SealedSecret) -> None:
+        values = {
+            "tenant": secret.tenant,
+            "name": secret.name,
+            "sealed": secret.sealed,
+            "dek_id": read_header(secret.sealed).dek_id,
+            "created_at": secret.created_at,
+        }
+        statement = self._insert(tenant_secrets).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["tenant", "name"],
+            set_={name: statement.excluded[name] for name in ("sealed", "dek_id", "created_at")},
+        )
         async with translate_errors(), self._engine.begin() as connection:
-            await connection.execute(
-                delete(tenant_secrets)
-                .where(tenant_secrets.c.tenant == secret.tenant)
-                .where(tenant_secrets.c.name == secret.name)
-            )
-            await connection.execute(
-                insert(tenant_secrets).values(
-                    tenant=secret.tenant,
-                    name=secret.name,
-                    sealed=secret.sealed,
-                    dek_id=read_header(secret.sealed).dek_id,
-                    created_at=secret.created_at,
-                )
-            )
+            await connection.execute(statement)
 
     async def get(self, tenant: str, name: str) -> SealedSecret | None:
         query = (
@@ -78,6 +85,7 @@ class SqlTenantSecretRepository(TenantSecretRepository):
 class SqlTenantSettingsRepository(TenantSettingsRepository):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._insert = _upsert(engine)
 
     async def get(self, tenant: str) -> dict[str, object]:
         query = select(tenant_settings.c.settings).where(tenant_settings.c.tenant == tenant)
@@ -90,13 +98,15 @@ class SqlTenantSettingsRepository(TenantSettingsRepository):
 
     async def put(self, tenant: str, settings: dict[str, object], now: float) -> None:
         document = json.dumps(settings, sort_keys=True)
+        statement = self._insert(tenant_settings).values(
+            tenant=tenant, settings=document, updated_at=now
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["tenant"],
+            set_={"settings": statement.excluded.settings, "updated_at": now},
+        )
         async with translate_errors(), self._engine.begin() as connection:
-            await connection.execute(
-                delete(tenant_settings).where(tenant_settings.c.tenant == tenant)
-            )
-            await connection.execute(
-                insert(tenant_settings).values(tenant=tenant, settings=document, updated_at=now)
-            )
+            await connection.execute(statement)
 
     async def erase_tenant(self, tenant: str) -> None:
         async with translate_errors(), self._engine.begin() as connection:

@@ -30,6 +30,14 @@ _RECORD_COLUMNS = 'topic, "offset", tenant, record_id, key, appended_at, payload
 
 
 def _next_offset(connection: sqlite3.Connection, topic: str) -> int:
+    # A counter, not max(offset) + 1: after a tenant's records at the tail are
+    # erased, their offsets must not be handed out again, or consumer groups
+    # already past them would skip the new records.
+    row = connection.execute(
+        "SELECT next_offset FROM stream_offsets WHERE topic = ?", (topic,)
+    ).fetchone()
+    if row is not None:
+        return int(row[0])
     row = connection.execute(
         'SELECT max("offset") FROM stream_records WHERE topic = ?', (topic,)
     ).fetchone()
@@ -82,6 +90,11 @@ def _append_all(
     connection.executemany(
         f"INSERT INTO stream_records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
         rows_to_insert,
+    )
+    connection.executemany(
+        "INSERT INTO stream_offsets (topic, next_offset) VALUES (?, ?) "
+        "ON CONFLICT (topic) DO UPDATE SET next_offset = excluded.next_offset",
+        list(offsets.items()),
     )
     return results
 
@@ -366,6 +379,13 @@ class SqliteEventLog(EventLog):
 
     async def erase_tenant(self, tenant: str) -> int:
         def operation(connection: sqlite3.Connection) -> int:
+            # Replay marks belong to dead-letter offsets; erased ones must not mark
+            # whatever record a later offset points to.
+            connection.execute(
+                "DELETE FROM dead_letter_replays WHERE (topic, dead_letter_offset) IN "
+                '(SELECT topic, "offset" FROM stream_records WHERE tenant = ?)',
+                (tenant,),
+            )
             erased = connection.execute(
                 "DELETE FROM stream_records WHERE tenant = ?", (tenant,)
             ).rowcount
@@ -376,11 +396,15 @@ class SqliteEventLog(EventLog):
         return await self._writer.submit(operation)
 
     async def length(self, topic: str) -> int:
+        # The next offset to hand out: offsets are dense from 0 (erased records
+        # leave holes but their offsets are never reused).
+        rows = await self._read("SELECT next_offset FROM stream_offsets WHERE topic = ?", (topic,))
+        if rows:
+            counted: int = rows[0][0]  # type: ignore[assignment]
+            return counted
         rows = await self._read(
             'SELECT max("offset") FROM stream_records WHERE topic = ?', (topic,)
         )
-        # Offsets are dense from 0 and records are never deleted, so the next
-        # offset is the length, found through the primary key instead of a scan.
         highest = rows[0][0]
         return 0 if highest is None else int(highest) + 1  # type: ignore[call-overload]
 

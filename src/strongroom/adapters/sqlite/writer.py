@@ -177,8 +177,12 @@ class GroupCommitWriter:
                 except Exception as exc:
                     # Handed to the callers' futures; the other units still commit.
                     connection.execute("ROLLBACK TO op")
-                    for job in unit:
-                        job.outcome = (False, exc)
+                    if len(unit) == 1:
+                        unit[0].outcome = (False, exc)
+                    else:
+                        # A combined unit failed: run its jobs one by one, so
+                        # only the culprit fails.
+                        _run_alone(connection, unit)
                 connection.execute("RELEASE op")
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -261,6 +265,17 @@ def _run(connection: sqlite3.Connection, unit: list[_Job]) -> None:
     results = first.combiner(connection, [job.payload for job in unit])
     for job, result in zip(unit, results, strict=True):
         job.outcome = (True, result)
+
+
+def _run_alone(connection: sqlite3.Connection, unit: list[_Job]) -> None:
+    for job in unit:
+        connection.execute("SAVEPOINT one")
+        try:
+            _run(connection, [job])
+        except Exception as exc:
+            connection.execute("ROLLBACK TO one")
+            job.outcome = (False, exc)
+        connection.execute("RELEASE one")
 
 
 def _resolve(jobs: list[_Job]) -> None:

@@ -1,15 +1,15 @@
-"""Per-topic offset counters for the PostgreSQL event log.
+"""Per-topic offset counters for the event log.
 
 Each row holds the next offset of a topic. A gateway locks the rows of the
 topics it appends to (``SELECT ... FOR UPDATE``) until its transaction commits,
 so several gateways allocate dense, increasing offsets that become visible in
 offset order, and an erased tenant's offsets are never handed out again.
-Seeded from the records already stored. Additive only: the SQLite event log
-keeps deriving offsets from ``stream_records`` and ignores the table.
+Seeded from the records already stored. The SQLite event log uses the same
+table (its single writer needs no row locks). Additive only.
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-23
+Create Date: 2026-11-22
 """
 
 from __future__ import annotations
