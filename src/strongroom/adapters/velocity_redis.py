@@ -1,18 +1,20 @@
 """Velocity counters and the seen-card register in Redis, shared by every gateway.
 
-Layout, per velocity key (``{prefix}{<key>}`` so both live in one cluster slot):
+Layout, per velocity key:
 
-- ``…:t``, a sorted set: member = event id, score = time in milliseconds.
-  ``ZADD NX`` makes an event count once however often it is observed, and
-  keeps its first timestamp.
-- ``…:a``, a hash: event id → amount in minor units.
+- ``{prefix}<key>:t``, a sorted set: member = event id, score = time in
+  milliseconds. ``ZADD NX`` makes an event count once however often it is
+  observed, and keeps its first timestamp.
+- ``{prefix}<key>:a``, a hash: event id → amount in minor units.
 
-Each observation is one Lua script, atomic in Redis: drop events older than
-the longest window asked for, add the event, cap the key at
-``max_events_per_key`` (oldest dropped first), refresh the expiry to the
-longest window, and total each window. The queries of one evaluation go in
-one pipeline: one round trip whatever the number of keys.
+All the queries of one call run in one Lua script, one command and one round
+trip, atomic in Redis. For each key it drops events older than the query's
+retention, adds the event, caps the key at ``max_events_per_key`` (oldest
+dropped first), keeps the expiry at least as long as the retention, and
+totals each window.
 
+Redis Cluster: the keys of one call must share a slot, so put a hash tag in
+the prefix (``{strongroom}:velocity:``); on a single Redis nothing is needed.
 Amount sums are exact up to 2**53 minor units (Lua numbers are doubles).
 Redis errors become ``StorageUnavailable`` here and never escape raw.
 """
@@ -54,69 +56,86 @@ local function sum_of(h, ids)
   end)
   return total
 end
+-- Totals of each window: count, and the amount sum when asked (else 0).
+local function totals(z, h, now, sums, windows, extra_count, extra_amount)
+  local out = {}
+  for _, window in ipairs(windows) do
+    local from = '(' .. (now - window)
+    if sums then
+      local ids = redis.call('ZRANGEBYSCORE', z, from, '+inf')
+      out[#out + 1] = #ids + extra_count
+      out[#out + 1] = sum_of(h, ids) + extra_amount
+    else
+      out[#out + 1] = redis.call('ZCOUNT', z, from, '+inf') + extra_count
+      out[#out + 1] = 0
+    end
+  end
+  return out
+end
+-- ARGV after the fixed head: per query, its fields then its windows.
+local function queries(first, fields)
+  local list, i = {}, first
+  while i <= #ARGV do
+    local q = {}
+    for f = 1, fields do q[f] = tonumber(ARGV[i + f - 1]) end
+    i = i + fields
+    q.windows = {}
+    for w = 1, q[fields] do q.windows[w] = tonumber(ARGV[i + w - 1]) end
+    i = i + q[fields]
+    list[#list + 1] = q
+  end
+  return list
+end
 """
 
+# ARGV: event id, amount, now (ms), cap; then per query: retention (ms), ttl (s),
+# sums (0/1), number of windows, and the windows (ms).
 _OBSERVE: Final = (
     _LUA_HELPERS
     + """
-local z, h = KEYS[1], KEYS[2]
-local id, amount = ARGV[1], ARGV[2]
-local now, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
-local cap, ttl, sums = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
-local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now - retention)
-if #expired > 0 then
-  redis.call('ZREMRANGEBYSCORE', z, '-inf', now - retention)
-  chunks(expired, function(...) redis.call('HDEL', h, ...) end)
-end
-if redis.call('ZADD', z, 'NX', now, id) == 1 then
-  redis.call('HSET', h, id, amount)
-  local extra = redis.call('ZCARD', z) - cap
-  if extra > 0 then
-    local oldest = redis.call('ZRANGE', z, 0, extra - 1)
-    redis.call('ZREMRANGEBYRANK', z, 0, extra - 1)
-    chunks(oldest, function(...) redis.call('HDEL', h, ...) end)
-  end
-end
-if redis.call('TTL', z) < ttl then
-  redis.call('EXPIRE', z, ttl)
-  redis.call('EXPIRE', h, ttl)
-end
+local id, amount, now, cap = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
-for i = 8, #ARGV do
-  local from = '(' .. (now - tonumber(ARGV[i]))
-  if sums then
-    local ids = redis.call('ZRANGEBYSCORE', z, from, '+inf')
-    out[#out + 1] = #ids
-    out[#out + 1] = sum_of(h, ids)
-  else
-    out[#out + 1] = redis.call('ZCOUNT', z, from, '+inf')
-    out[#out + 1] = 0
+for n, q in ipairs(queries(5, 4)) do
+  local z, h = KEYS[2 * n - 1], KEYS[2 * n]
+  local retention, ttl, sums = q[1], q[2], q[3] == 1
+  local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now - retention)
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', now - retention)
+    chunks(expired, function(...) redis.call('HDEL', h, ...) end)
   end
+  if redis.call('ZADD', z, 'NX', now, id) == 1 then
+    redis.call('HSET', h, id, amount)
+    local extra = redis.call('ZCARD', z) - cap
+    if extra > 0 then
+      local oldest = redis.call('ZRANGE', z, 0, extra - 1)
+      redis.call('ZREMRANGEBYRANK', z, 0, extra - 1)
+      chunks(oldest, function(...) redis.call('HDEL', h, ...) end)
+    end
+  end
+  if redis.call('TTL', z) < ttl then
+    redis.call('EXPIRE', z, ttl)
+    redis.call('EXPIRE', h, ttl)
+  end
+  out[n] = totals(z, h, now, sums, q.windows, 0, 0)
 end
 return out
 """
 )
 
+# ARGV: event id, amount, now (ms); then per query: sums (0/1), number of
+# windows, and the windows (ms).
 _PEEK: Final = (
     _LUA_HELPERS
     + """
-local z, h = KEYS[1], KEYS[2]
-local id, amount, now, sums = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
-local extra_count, extra_amount = 1, amount
-if redis.call('ZSCORE', z, id) then
-  extra_count, extra_amount = 0, 0
-end
+local id, amount, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
-for i = 5, #ARGV do
-  local from = '(' .. (now - tonumber(ARGV[i]))
-  if sums then
-    local ids = redis.call('ZRANGEBYSCORE', z, from, '+inf')
-    out[#out + 1] = #ids + extra_count
-    out[#out + 1] = sum_of(h, ids) + extra_amount
-  else
-    out[#out + 1] = redis.call('ZCOUNT', z, from, '+inf') + extra_count
-    out[#out + 1] = 0
+for n, q in ipairs(queries(4, 2)) do
+  local z, h = KEYS[2 * n - 1], KEYS[2 * n]
+  local extra_count, extra_amount = 1, amount
+  if redis.call('ZSCORE', z, id) then
+    extra_count, extra_amount = 0, 0
   end
+  out[n] = totals(z, h, now, q[1] == 1, q.windows, extra_count, extra_amount)
 end
 return out
 """
@@ -165,56 +184,39 @@ class RedisVelocityCounter(VelocityCounter):
 
     def keys_of(self, key: str) -> tuple[str, str]:
         """The Redis keys (times, amounts) that hold a velocity key."""
-        base = f"{self._prefix}{{{key}}}"
+        base = self._prefix + key
         return base + ":t", base + ":a"
+
+    def _keys(self, queries: Sequence[VelocityQuery]) -> list[str]:
+        return [name for query in queries for name in self.keys_of(query.key)]
 
     async def observe_many(
         self, event_id: str, amount: int, now: float, queries: Sequence[VelocityQuery]
     ) -> list[tuple[VelocityTotals, ...]]:
-        now_ms = _millis(now)
-        calls = []
+        if not queries:
+            return []
+        args: list[Any] = [event_id, amount, _millis(now), self._cap]
         for query in queries:
             retention = query.retention
-            args: list[Any] = [
-                event_id,
-                amount,
-                now_ms,
-                retention * 1000,
-                self._cap,
-                math.ceil(retention) + 1,
-                1 if query.sums else 0,
-                *(window * 1000 for window in query.windows),
-            ]
-            calls.append((self._observe, self.keys_of(query.key), args))
-        return self._parse(queries, await self._run(calls))
+            args += [retention * 1000, math.ceil(retention) + 1, int(query.sums)]
+            args += [len(query.windows), *(window * 1000 for window in query.windows)]
+        return self._parse(queries, await self._run(self._observe, self._keys(queries), args))
 
     async def peek_many(
         self, event_id: str, amount: int, now: float, queries: Sequence[VelocityQuery]
     ) -> list[tuple[VelocityTotals, ...]]:
-        now_ms = _millis(now)
-        calls = []
-        for query in queries:
-            args: list[Any] = [
-                event_id,
-                amount,
-                now_ms,
-                1 if query.sums else 0,
-                *(window * 1000 for window in query.windows),
-            ]
-            calls.append((self._peek, self.keys_of(query.key), args))
-        return self._parse(queries, await self._run(calls))
-
-    async def _run(self, calls: Sequence[tuple[Any, tuple[str, str], list[Any]]]) -> list[Any]:
-        if not calls:
+        if not queries:
             return []
+        args: list[Any] = [event_id, amount, _millis(now)]
+        for query in queries:
+            args += [int(query.sums), len(query.windows)]
+            args += [window * 1000 for window in query.windows]
+        return self._parse(queries, await self._run(self._peek, self._keys(queries), args))
+
+    @staticmethod
+    async def _run(script: Any, keys: list[str], args: list[Any]) -> list[Any]:
         try:
-            if len(calls) == 1:
-                script, keys, args = calls[0]
-                return [await script(keys=keys, args=args)]
-            async with self._client.pipeline(transaction=False) as pipe:
-                for script, keys, args in calls:
-                    await script(keys=keys, args=args, client=pipe)
-                return list(await pipe.execute())
+            return list(await script(keys=keys, args=args))
         except RedisError as exc:
             raise _unavailable(exc) from exc
 

@@ -1,0 +1,735 @@
+"""Risk evaluation as a use case: gather the facts, decide, explain, keep, replay.
+
+Rules this service guarantees:
+
+1. A transaction counts once: velocity and the seen-card register are keyed
+   by its ``transaction_id``, so a retry, a replay or two gateways racing on
+   it never count it twice.
+2. Replays answer with the first decision. A request whose Idempotency-Key or
+   transaction id was already evaluated in the tenant gets the stored record
+   back, gathers nothing and counts nothing; with different inputs it is
+   refused (``DecisionConflict``, 422). A replay publishes its decision again
+   (idempotent by trace id), so a publish that failed the first time is not lost.
+3. Stored inputs are tokenized or hashed: the card is its token, last four,
+   brand and BIN; the IP is a keyed hash; there is never a card number.
+4. Counters are per tenant: a velocity key is ``tenant:subject:digest`` (and
+   the currency, for amount velocity), the digest being the first 32 hex
+   digits of the SHA-256 of the subject's value.
+5. ``replay`` re-evaluates the stored facts with the stored policy version;
+   it reproduces the decision only if every field is equal.
+6. ``shadow`` records nothing in the live counters.
+7. Every evaluation keeps its card, merchant, device and IP events (counts,
+   and amounts in its currency) for ``history_seconds`` even when the active
+   policy does not count them, so a candidate policy tried in shadow mode
+   finds the history its velocity factors need, for windows up to that long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import string
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from strongroom.domain.events import EventCard
+from strongroom.domain.risk import (
+    DEFAULT_POLICY,
+    TRANSACTION,
+    AppliedPolicy,
+    Decision,
+    DecisionRecord,
+    Facts,
+    Policy,
+    PolicyInvalid,
+    TransactionRequest,
+    evaluate,
+    validate_policy_text,
+)
+from strongroom.domain.risk.policy import VelocityAmount, VelocityCount
+from strongroom.errors import FieldError, InvalidRequest, NotFound
+from strongroom.ports import EventLog, NewRecord
+from strongroom.services.audit import AuditTrail
+from strongroom.services.processor_health import ProcessorHealthMonitor
+from strongroom.services.velocity import (
+    MemorySeenCards,
+    MemoryVelocityCounter,
+    SeenCards,
+    VelocityCounter,
+    VelocityQuery,
+    VelocityTotals,
+)
+
+DECISIONS_TOPIC: Final = "risk.decisions"
+TRACE_PREFIX: Final = "trc_"
+TRACE_RANDOM_CHARS: Final = 24
+DEFAULT_MAX_DECISIONS: Final = 100_000
+MAX_SHADOW_SAMPLES: Final = 10_000
+#: How long every subject's events are kept for shadow runs, used or not (rule 7).
+DEFAULT_HISTORY_SECONDS: Final = 24 * 3600
+_BASE62: Final = string.ascii_letters + string.digits
+_DIGEST_HEX: Final = 32
+_TRACE_SPACE: Final = 62**TRACE_RANDOM_CHARS
+
+
+def new_trace_id() -> str:
+    """``trc_`` and 24 random base62 characters (about 143 bits)."""
+    # One draw below 62**24, written in base 62: uniform, and a tenth of the
+    # cost of drawing each character on its own.
+    number = secrets.randbelow(_TRACE_SPACE)
+    chars = []
+    for _ in range(TRACE_RANDOM_CHARS):
+        number, digit = divmod(number, 62)
+        chars.append(_BASE62[digit])
+    return TRACE_PREFIX + "".join(chars)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:_DIGEST_HEX]
+
+
+def _timestamp(now: float) -> str:
+    return (
+        datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+class DecisionConflict(InvalidRequest):
+    """Raised when an Idempotency-Key or a transaction id comes back with other inputs."""
+
+    code = "idempotency_conflict"
+
+
+class PolicyRejected(InvalidRequest):
+    """Raised when a policy to apply or to try is invalid (422).
+
+    Each field error is one problem: ``field`` is its path in the policy
+    (``factors[2].weight``) and ``message`` starts with its line and column.
+    ``problems`` keeps them as ``PolicyError`` for the CLI.
+    """
+
+    code = "policy_invalid"
+
+    def __init__(self, exc: PolicyInvalid) -> None:
+        errors = tuple(FieldError(error.path or "policy", str(error)) for error in exc.errors)
+        super().__init__(str(exc), errors)
+        self.problems = exc.errors
+
+
+def _validated(text: str) -> Policy:
+    try:
+        return validate_policy_text(text)
+    except PolicyInvalid as exc:
+        raise PolicyRejected(exc) from None
+
+
+@dataclass(frozen=True, slots=True)
+class CardRef:
+    """A card as risk sees it: its token and what may be shown of it."""
+
+    token: str
+    last4: str | None = None
+    brand: str | None = None
+    bin: str | None = None
+    country: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RiskRequest:
+    """A transaction to evaluate, its card already tokenized by the caller."""
+
+    transaction_id: str
+    amount: int
+    currency: str
+    merchant_id_hash: str
+    card: CardRef | None = None
+    customer_ref_hash: str | None = None
+    device_id: str | None = None
+    ip: str | None = None
+    country: str | None = None
+    channel: str | None = None
+    agent_id: str | None = None
+    agent_verified: bool | None = None
+    processor: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+    @classmethod
+    def from_body(
+        cls,
+        body: TransactionRequest,
+        card: CardRef | None,
+        *,
+        agent_verified: bool | None = None,
+        idempotency_key: str | None = None,
+    ) -> RiskRequest:
+        """The request for a validated body, with the card the caller resolved."""
+        metadata = dict(body.metadata or {})
+        return cls(
+            transaction_id=body.transaction_id,
+            amount=body.amount,
+            currency=body.currency,
+            merchant_id_hash=body.merchant_id_hash,
+            card=card,
+            customer_ref_hash=body.customer_ref_hash,
+            device_id=body.device_id,
+            ip=body.ip,
+            country=body.country,
+            channel=body.channel,
+            agent_id=body.agent_id,
+            agent_verified=agent_verified,
+            processor=body.processor or metadata.get("processor"),
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
+
+class PolicyStore(ABC):
+    """Each tenant's policy versions, and which one is active."""
+
+    @abstractmethod
+    async def get_active(self, tenant: str) -> Policy:
+        """The tenant's active policy; ``DEFAULT_POLICY`` until one is applied."""
+
+    @abstractmethod
+    async def apply(self, tenant: str, text: str, actor: str, now: float) -> AppliedPolicy:
+        """Validate ``text``, keep it as a version and make it active.
+
+        Applying the content of a stored version again keeps one version and
+        makes it active. When this returns, the change is committed.
+
+        Raises:
+            PolicyInvalid: the text is not a valid policy; nothing changed.
+            StorageUnavailable: the store failed; nothing changed.
+        """
+
+    @abstractmethod
+    async def get(self, tenant: str, version: str) -> Policy | None:
+        """A version the tenant applied, or the default policy by its version."""
+
+    @abstractmethod
+    async def history(self, tenant: str) -> list[AppliedPolicy]:
+        """The tenant's applications, oldest first."""
+
+
+class MemoryPolicyStore(PolicyStore):
+    """``PolicyStore`` for one process; it forgets everything on restart."""
+
+    def __init__(self) -> None:
+        self._versions: dict[tuple[str, str], Policy] = {}
+        self._active: dict[str, Policy] = {}
+        self._history: dict[str, list[AppliedPolicy]] = {}
+
+    async def get_active(self, tenant: str) -> Policy:
+        return self._active.get(tenant, DEFAULT_POLICY)
+
+    async def apply(self, tenant: str, text: str, actor: str, now: float) -> AppliedPolicy:
+        policy = validate_policy_text(text)
+        policy = self._versions.setdefault((tenant, policy.version), policy)
+        applied = AppliedPolicy(tenant, policy.version, text, actor, now, policy)
+        self._active[tenant] = policy
+        self._history.setdefault(tenant, []).append(applied)
+        return applied
+
+    async def get(self, tenant: str, version: str) -> Policy | None:
+        if version == DEFAULT_POLICY.version:
+            return DEFAULT_POLICY
+        return self._versions.get((tenant, version))
+
+    async def history(self, tenant: str) -> list[AppliedPolicy]:
+        return list(self._history.get(tenant, ()))
+
+
+class DecisionStore(ABC):
+    """Stored decisions, found by trace id or by what makes a request a replay."""
+
+    @abstractmethod
+    async def put(self, record: DecisionRecord) -> DecisionRecord:
+        """Store ``record`` unless the tenant has one with its transaction id or
+        its idempotency key; return the stored one (the first wins).
+
+        Raises:
+            StorageUnavailable: the store failed; nothing was stored.
+        """
+
+    @abstractmethod
+    async def get(self, tenant: str, trace_id: str) -> DecisionRecord | None:
+        """The tenant's decision with this trace id (None for another tenant's)."""
+
+    @abstractmethod
+    async def find(
+        self, tenant: str, *, transaction_id: str, idempotency_key: str | None
+    ) -> DecisionRecord | None:
+        """The decision stored for this idempotency key, else for this transaction id."""
+
+
+class MemoryDecisionStore(DecisionStore):
+    """``DecisionStore`` for one process, keeping the newest ``max_records``."""
+
+    def __init__(self, *, max_records: int = DEFAULT_MAX_DECISIONS) -> None:
+        if max_records < 1:
+            raise ValueError("max_records must be at least 1")
+        self._records: OrderedDict[tuple[str, str], DecisionRecord] = OrderedDict()
+        self._by_transaction: dict[tuple[str, str], str] = {}
+        self._by_key: dict[tuple[str, str], str] = {}
+        self._max = max_records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    async def put(self, record: DecisionRecord) -> DecisionRecord:
+        existing = await self.find(
+            record.tenant,
+            transaction_id=record.transaction_id,
+            idempotency_key=record.idempotency_key,
+        )
+        if existing is not None:
+            return existing
+        tenant = record.tenant
+        self._records[(tenant, record.trace_id)] = record
+        self._by_transaction[(tenant, record.transaction_id)] = record.trace_id
+        if record.idempotency_key is not None:
+            self._by_key[(tenant, record.idempotency_key)] = record.trace_id
+        while len(self._records) > self._max:
+            _, old = self._records.popitem(last=False)
+            self._by_transaction.pop((old.tenant, old.transaction_id), None)
+            if old.idempotency_key is not None:
+                self._by_key.pop((old.tenant, old.idempotency_key), None)
+        return record
+
+    async def get(self, tenant: str, trace_id: str) -> DecisionRecord | None:
+        return self._records.get((tenant, trace_id))
+
+    async def find(
+        self, tenant: str, *, transaction_id: str, idempotency_key: str | None
+    ) -> DecisionRecord | None:
+        trace_id = None
+        if idempotency_key is not None:
+            trace_id = self._by_key.get((tenant, idempotency_key))
+        if trace_id is None:
+            trace_id = self._by_transaction.get((tenant, transaction_id))
+        return None if trace_id is None else self._records.get((tenant, trace_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """An evaluation's stored record, and whether it was a replay of an earlier one."""
+
+    record: DecisionRecord
+    replayed: bool
+
+    def answer(self) -> dict[str, Any]:
+        return self.record.answer()
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """A stored decision evaluated again from its stored inputs and policy version."""
+
+    trace_id: str
+    reproduced: bool
+    stored: Decision
+    replayed: Decision
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id,
+            "reproduced": self.reproduced,
+            "stored": self.stored.to_dict(),
+            "replayed": self.replayed.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowDiff:
+    """A sample transaction whose decision the candidate policy would change."""
+
+    line: int
+    transaction_id: str
+    active: Decision
+    candidate: Decision
+
+    def to_dict(self) -> dict[str, Any]:
+        def brief(decision: Decision) -> dict[str, Any]:
+            return {
+                "decision": decision.decision,
+                "score": decision.score,
+                "policy_version": decision.policy_version,
+                "reasons": list(decision.reasons),
+            }
+
+        return {
+            "line": self.line,
+            "transaction_id": self.transaction_id,
+            "active": brief(self.active),
+            "candidate": brief(self.candidate),
+        }
+
+
+#: Turns a sample's card (a number) into a token, for shadow runs that tokenize.
+CardResolver = Callable[[EventCard], Awaitable[CardRef]]
+
+
+def _fingerprint(request: RiskRequest, ip_hash: str | None) -> str:
+    card = request.card
+    inputs = {
+        "transaction_id": request.transaction_id,
+        "amount": request.amount,
+        "currency": request.currency,
+        "merchant_id_hash": request.merchant_id_hash,
+        "card": None if card is None else card.token,
+        "customer_ref_hash": request.customer_ref_hash,
+        "device_id": request.device_id,
+        "ip_hash": ip_hash,
+        "country": request.country,
+        "channel": request.channel,
+        "agent_id": request.agent_id,
+        "processor": request.processor,
+        "metadata": dict(sorted(request.metadata.items())),
+    }
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RiskService:
+    """Evaluate transactions, keep and replay decisions, apply and shadow policies."""
+
+    def __init__(
+        self,
+        *,
+        policies: PolicyStore,
+        decisions: DecisionStore,
+        velocity: VelocityCounter,
+        seen_cards: SeenCards,
+        hash_ip: Callable[[str], str],
+        health: ProcessorHealthMonitor | None = None,
+        log: EventLog | None = None,
+        audit: AuditTrail | None = None,
+        history_seconds: int = DEFAULT_HISTORY_SECONDS,
+    ) -> None:
+        if history_seconds < 0:
+            raise ValueError("history_seconds must not be negative")
+        self.policies = policies
+        self.decisions = decisions
+        self._velocity = velocity
+        self._seen = seen_cards
+        self._hash_ip = hash_ip
+        self._health = health
+        self._log = log
+        self._audit = audit
+        self._history_seconds = history_seconds
+
+    async def evaluate(self, tenant: str, request: RiskRequest, now: float) -> Evaluation:
+        """Decide on ``request`` under the tenant's active policy, or replay (rule 2).
+
+        Raises:
+            DecisionConflict: the idempotency key or transaction id was used
+                with other inputs.
+            StorageUnavailable, Backpressure: a store, the counters or the
+                stream cannot take the write; a retry is safe.
+        """
+        ip_hash = self._hash_ip(request.ip) if request.ip else None
+        fingerprint = _fingerprint(request, ip_hash)
+        existing = await self.decisions.find(
+            tenant, transaction_id=request.transaction_id, idempotency_key=request.idempotency_key
+        )
+        if existing is not None:
+            return await self._replayed(existing, fingerprint)
+        policy = await self.policies.get_active(tenant)
+        (facts,) = await self._facts(
+            tenant, request, ip_hash, [policy], now, self._velocity, self._seen, record=True
+        )
+        record = DecisionRecord(
+            tenant=tenant,
+            trace_id=new_trace_id(),
+            transaction_id=request.transaction_id,
+            idempotency_key=request.idempotency_key,
+            fingerprint=fingerprint,
+            evaluated_at=_timestamp(now),
+            facts=facts,
+            decision=evaluate(policy, facts),
+            metadata=dict(request.metadata),
+        )
+        stored = await self.decisions.put(record)
+        if stored.trace_id != record.trace_id:
+            # Another evaluation of the same transaction was stored first.
+            return await self._replayed(stored, fingerprint)
+        await self._publish(stored)
+        return Evaluation(stored, replayed=False)
+
+    async def _replayed(self, record: DecisionRecord, fingerprint: str) -> Evaluation:
+        if record.fingerprint != fingerprint:
+            raise DecisionConflict(
+                "This transaction was already evaluated with different inputs; "
+                "send the same body, or a new transaction_id and Idempotency-Key.",
+                (FieldError("transaction_id", "already evaluated with different inputs"),),
+            )
+        await self._publish(record)
+        return Evaluation(record, replayed=True)
+
+    async def _publish(self, record: DecisionRecord) -> None:
+        if self._log is None:
+            return
+        payload = json.dumps(record.public(), separators=(",", ":"), ensure_ascii=False)
+        await self._log.append(
+            DECISIONS_TOPIC,
+            [
+                NewRecord(
+                    tenant=record.tenant,
+                    record_id=record.trace_id,
+                    key=record.facts.merchant_id_hash,
+                    payload=payload.encode(),
+                )
+            ],
+        )
+
+    async def _facts(
+        self,
+        tenant: str,
+        request: RiskRequest,
+        ip_hash: str | None,
+        policies: Sequence[Policy],
+        now: float,
+        velocity: VelocityCounter,
+        seen: SeenCards,
+        *,
+        record: bool,
+    ) -> list[Facts]:
+        """The facts of ``request`` as each policy needs them (its velocity factors)."""
+        card = request.card
+        subjects = {
+            "card": None if card is None else card.token,
+            "merchant": request.merchant_id_hash,
+            "device": request.device_id,
+            "ip": ip_hash,
+        }
+        # Each subject's counter key (rule 4); amount keys add the currency.
+        keys = {
+            subject: None if value is None else f"{tenant}:{subject}:{_digest(value)}"
+            for subject, value in subjects.items()
+        }
+        retain = self._history_seconds if record else 0
+        queries = _queries(policies, keys, request.currency, retain)
+        totals: list[tuple[VelocityTotals, ...]] = []
+        if queries:
+            count = velocity.observe_many if record else velocity.peek_many
+            totals = await count(request.transaction_id, request.amount, now, queries)
+        first_seen = False
+        card_key = keys["card"]
+        if card_key is not None:
+            check = seen.first_seen if record else seen.peek
+            first_seen = await check(card_key, request.transaction_id, now)
+        band = None
+        if self._health is not None and request.processor is not None:
+            band = self._health.band(tenant, request.processor, now)
+        base = Facts(
+            transaction_id=request.transaction_id,
+            amount=request.amount,
+            currency=request.currency,
+            merchant_id_hash=request.merchant_id_hash,
+            card_token=None if card is None else card.token,
+            card_bin=None if card is None else card.bin,
+            card_country=None if card is None else card.country,
+            last4=None if card is None else card.last4,
+            brand=None if card is None else card.brand,
+            customer_ref_hash=request.customer_ref_hash,
+            device_id=request.device_id,
+            ip_hash=ip_hash,
+            country=request.country,
+            channel=request.channel,
+            agent_id=request.agent_id,
+            agent_verified=request.agent_verified,
+            processor=request.processor,
+            processor_band=band,
+            first_seen_card=first_seen,
+        )
+        found = {
+            (query.key, window): total
+            for query, per_window in zip(queries, totals, strict=True)
+            for window, total in zip(query.windows, per_window, strict=True)
+        }
+        return [
+            replace(base, velocity=_observations(policy, keys, request.currency, found))
+            for policy in policies
+        ]
+
+    async def decision(self, tenant: str, trace_id: str) -> DecisionRecord:
+        """A stored decision with its inputs.
+
+        Raises:
+            NotFound: no such decision in this tenant.
+        """
+        record = await self.decisions.get(tenant, trace_id)
+        if record is None:
+            raise NotFound("No decision has this trace id.")
+        return record
+
+    async def replay(self, tenant: str, trace_id: str) -> ReplayResult:
+        """Re-evaluate a stored decision's inputs with its policy version (rule 5).
+
+        Raises:
+            NotFound: no such decision, or its policy version is no longer stored.
+        """
+        record = await self.decision(tenant, trace_id)
+        policy = await self.policies.get(tenant, record.decision.policy_version)
+        if policy is None:
+            raise NotFound("The policy version of this decision is no longer stored.")
+        again = evaluate(policy, record.facts)
+        return ReplayResult(trace_id, again == record.decision, record.decision, again)
+
+    async def apply_policy(
+        self, tenant: str, text: str, *, actor: str, now: float
+    ) -> AppliedPolicy:
+        """Validate, version and activate a policy, and audit the change.
+
+        Raises:
+            PolicyRejected: the text is not a valid policy; nothing changed.
+            StorageUnavailable: the store or the audit log failed.
+        """
+        _validated(text)
+        previous = await self.policies.get_active(tenant)
+        applied = await self.policies.apply(tenant, text, actor, now)
+        if self._audit is not None:
+            await self._audit.record(
+                "risk.policy_applied",
+                actor=actor,
+                tenant=tenant,
+                resource=f"policy:{applied.version}",
+                details={
+                    "version": applied.version,
+                    "previous_version": previous.version,
+                    "factors": [factor.name for factor in applied.policy.factors],
+                },
+            )
+        return applied
+
+    async def shadow(
+        self,
+        tenant: str,
+        policy_text: str,
+        transactions: Iterable[Mapping[str, Any]],
+        now: float,
+        *,
+        isolated: bool = False,
+        resolve_card: CardResolver | None = None,
+    ) -> list[ShadowDiff]:
+        """The sample transactions whose decision ``policy_text`` would change.
+
+        Each sample is a request body. Velocity and first-seen cards come from
+        the live counters, as if the sample were evaluated now, without
+        recording it; with ``isolated`` they come from fresh counters that
+        only the samples feed, in order, so the result depends on the file alone.
+
+        Raises:
+            PolicyRejected: the candidate is not a valid policy.
+            InvalidRequest: a sample is not a valid request body, or carries a
+                card number and no ``resolve_card`` was given.
+        """
+        candidate = _validated(policy_text)
+        active = await self.policies.get_active(tenant)
+        velocity: VelocityCounter = self._velocity
+        seen: SeenCards = self._seen
+        if isolated:
+            velocity, seen = MemoryVelocityCounter(), MemorySeenCards()
+        diffs = []
+        for line, sample in enumerate(transactions, start=1):
+            if line > MAX_SHADOW_SAMPLES:
+                raise InvalidRequest(f"A shadow run takes at most {MAX_SHADOW_SAMPLES} samples.")
+            request = await _sample(line, sample, resolve_card)
+            ip_hash = self._hash_ip(request.ip) if request.ip else None
+            facts = await self._facts(
+                tenant, request, ip_hash, [active, candidate], now, velocity, seen, record=isolated
+            )
+            before, after = evaluate(active, facts[0]), evaluate(candidate, facts[1])
+            if before.decision != after.decision:
+                diffs.append(ShadowDiff(line, request.transaction_id, before, after))
+        return diffs
+
+
+async def _sample(
+    line: int, sample: Mapping[str, Any], resolve_card: CardResolver | None
+) -> RiskRequest:
+    try:
+        body = TRANSACTION.validate_python(sample)
+    except ValidationError as exc:
+        errors = tuple(
+            FieldError(
+                f"line {line}: " + ".".join(str(part) for part in error["loc"]),
+                error["msg"],
+            )
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        raise InvalidRequest(f"Sample transaction {line} is not a valid request.", errors) from None
+    if body.card.token is not None:
+        card = CardRef(token=body.card.token)
+    elif resolve_card is not None:
+        card = await resolve_card(body.card)
+    else:
+        raise InvalidRequest(
+            f"Sample transaction {line} carries a card number; give card tokens in samples.",
+            (FieldError(f"line {line}: card", "use a token"),),
+        )
+    return RiskRequest.from_body(body, card)
+
+
+def _velocity_key(
+    factor: VelocityCount | VelocityAmount, keys: Mapping[str, str | None], currency: str
+) -> str | None:
+    key = keys[factor.subject]
+    if key is None or not isinstance(factor, VelocityAmount):
+        return key
+    return f"{key}:{currency}"
+
+
+def _queries(
+    policies: Sequence[Policy], keys: Mapping[str, str | None], currency: str, retain: int
+) -> list[VelocityQuery]:
+    """One query per key, with every window any of the policies asks of it.
+
+    With ``retain``, every subject's count and amount keys are kept that long
+    even when no policy counts them (rule 7).
+    """
+    wanted: dict[str, tuple[set[int], bool]] = {}
+    if retain:
+        for key in keys.values():
+            if key is not None:
+                wanted[key] = (set(), False)
+                wanted[f"{key}:{currency}"] = (set(), False)
+    for policy in policies:
+        for factor in policy.velocity_factors():
+            key = _velocity_key(factor, keys, currency)
+            if key is None:
+                continue
+            windows, sums = wanted.get(key, (set(), False))
+            windows.add(factor.window_seconds)
+            wanted[key] = (windows, sums or isinstance(factor, VelocityAmount))
+    return [
+        VelocityQuery(key, tuple(sorted(windows)), sums, retain)
+        for key, (windows, sums) in wanted.items()
+    ]
+
+
+def _observations(
+    policy: Policy,
+    keys: Mapping[str, str | None],
+    currency: str,
+    found: Mapping[tuple[str, int], VelocityTotals],
+) -> dict[str, int]:
+    observed: dict[str, int] = {}
+    for factor in policy.velocity_factors():
+        key = _velocity_key(factor, keys, currency)
+        if key is None:
+            continue
+        totals = found[(key, factor.window_seconds)]
+        if isinstance(factor, VelocityAmount):
+            observed[factor.name] = totals.amount or 0
+        else:
+            observed[factor.name] = totals.count
+    return observed

@@ -1,0 +1,301 @@
+"""Velocity counters and the first-seen card register, with in-process backends.
+
+Rules every ``VelocityCounter`` keeps (the behavioural suite in
+``tests/risk/test_velocity.py`` runs against each backend):
+
+1. ``observe`` records one event under a key and returns, for each window
+   ``w``, the totals of the events of that key with a timestamp above
+   ``now - w``, the new one included.
+2. An event is recorded once per (key, ``event_id``): observing it again
+   (an idempotent replay, or a second gateway racing the first) changes no
+   total and keeps its first timestamp.
+3. ``peek`` records nothing: it answers as if the event had been observed,
+   so a dry run sees what a live evaluation would.
+4. Memory is bounded: a key keeps events only as long as its longest window
+   (or ``retain``) asked for, at most ``max_events_per_key`` of them (past that, the oldest
+   are dropped and counts saturate there), and the whole counter keeps at
+   most ``max_events`` events in at most ``max_keys`` keys, dropping the
+   least recently used keys first.
+
+A ``SeenCards`` register answers "is this the first time the card is seen?",
+true again for a replay of the transaction that first showed it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+DEFAULT_MAX_KEYS: Final = 100_000
+DEFAULT_MAX_EVENTS: Final = 1_000_000
+DEFAULT_MAX_EVENTS_PER_KEY: Final = 10_000
+DEFAULT_MAX_CARDS: Final = 1_000_000
+#: A card unseen for this long counts as first seen again.
+DEFAULT_SEEN_CARD_SECONDS: Final = 400 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class VelocityTotals:
+    """Events in one window: how many, and their summed amount (None unless asked for)."""
+
+    count: int
+    amount: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class VelocityQuery:
+    """One key and the windows (seconds) to total it over; ``sums`` asks for amounts.
+
+    ``retain`` keeps the key's events at least that long even if no window asks
+    for them (so a policy tried in shadow mode finds history to count).
+    """
+
+    key: str
+    windows: tuple[int, ...]
+    sums: bool = False
+    retain: int = 0
+
+    @property
+    def retention(self) -> int:
+        return max((self.retain, *self.windows))
+
+
+class VelocityCounter(ABC):
+    """Sliding-window event counts per key (rules 1–4 above)."""
+
+    @abstractmethod
+    async def observe_many(
+        self, event_id: str, amount: int, now: float, queries: Sequence[VelocityQuery]
+    ) -> list[tuple[VelocityTotals, ...]]:
+        """Record the event under every query's key; totals per query and window.
+
+        Raises:
+            StorageUnavailable: a shared backend cannot be reached; nothing is
+                known about what was recorded, and a retry is safe (rule 2).
+        """
+
+    @abstractmethod
+    async def peek_many(
+        self, event_id: str, amount: int, now: float, queries: Sequence[VelocityQuery]
+    ) -> list[tuple[VelocityTotals, ...]]:
+        """Totals as ``observe_many`` would return them, recording nothing.
+
+        Raises:
+            StorageUnavailable: a shared backend cannot be reached.
+        """
+
+    async def observe(
+        self, key: str, event_id: str, amount: int, now: float, windows: Sequence[int]
+    ) -> tuple[VelocityTotals, ...]:
+        """``observe_many`` for one key, with amount sums."""
+        (totals,) = await self.observe_many(
+            event_id, amount, now, [VelocityQuery(key, tuple(windows), sums=True)]
+        )
+        return totals
+
+    async def peek(
+        self, key: str, event_id: str, amount: int, now: float, windows: Sequence[int]
+    ) -> tuple[VelocityTotals, ...]:
+        """``peek_many`` for one key, with amount sums."""
+        (totals,) = await self.peek_many(
+            event_id, amount, now, [VelocityQuery(key, tuple(windows), sums=True)]
+        )
+        return totals
+
+    async def aclose(self) -> None:  # noqa: B027 - in-process counters hold nothing to close
+        """Release connections; the counter is not used afterwards."""
+
+
+class _Series:
+    """One key's events, oldest first, with running totals over all of them."""
+
+    __slots__ = ("amount", "events", "ids", "retention")
+
+    def __init__(self) -> None:
+        self.events: deque[tuple[float, str, int]] = deque()
+        self.ids: set[str] = set()
+        self.amount = 0
+        self.retention = 0
+
+    def drop_oldest(self) -> None:
+        _, event_id, amount = self.events.popleft()
+        self.ids.discard(event_id)
+        self.amount -= amount
+
+    def trim(self, now: float) -> int:
+        """Drop events past the retention; how many were dropped."""
+        cutoff = now - self.retention
+        dropped = 0
+        while self.events and self.events[0][0] <= cutoff:
+            self.drop_oldest()
+            dropped += 1
+        return dropped
+
+    def add(self, at: float, event_id: str, amount: int) -> None:
+        event = (at, event_id, amount)
+        if not self.events or self.events[-1][0] <= at:
+            self.events.append(event)
+        else:
+            # Out of order (another clock, a late retry): keep the deque sorted.
+            index = len(self.events)
+            while index > 0 and self.events[index - 1][0] > at:
+                index -= 1
+            self.events.insert(index, event)
+        self.ids.add(event_id)
+        self.amount += amount
+
+    def totals(self, now: float, window: int, extra: int | None) -> tuple[int, int]:
+        """Count and amount above ``now - window``, plus an unrecorded ``extra`` event."""
+        count, amount = (1, extra) if extra is not None else (0, 0)
+        if window >= self.retention and (not self.events or self.events[0][0] > now - window):
+            return count + len(self.events), amount + self.amount
+        cutoff = now - window
+        for at, _, value in reversed(self.events):
+            if at <= cutoff:
+                break
+            count += 1
+            amount += value
+        return count, amount
+
+
+class MemoryVelocityCounter(VelocityCounter):
+    """``VelocityCounter`` for one process (the pilot's).
+
+    Every call runs without awaiting, so it is atomic on the event loop.
+    Memory: at most ``max_events`` events (about 150 bytes each plus the
+    event id) in at most ``max_keys`` keys.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        max_events_per_key: int = DEFAULT_MAX_EVENTS_PER_KEY,
+    ) -> None:
+        if min(max_keys, max_events, max_events_per_key) < 1:
+            raise ValueError("velocity counter bounds must be at least 1")
+        self._series: OrderedDict[str, _Series] = OrderedDict()
+        self._max_keys = max_keys
+        self._max_events = max_events
+        # A key never holds more than the whole counter may.
+        self._max_per_key = min(max_events_per_key, max_events)
+        self._events = 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(keys, events) held now."""
+        return len(self._series), self._events
+
+    async def observe_many(
+        self, event_id: str, amount: int, now: float, queries: Sequence[VelocityQuery]
+    ) -> list[tuple[VelocityTotals, ...]]:
+        results = []
+        for query in queries:
+            series = self._series.get(query.key)
+            if series is None:
+                series = self._series[query.key] = _Series()
+            else:
+                self._series.move_to_end(query.key)
+            series.retention = max(series.retention, query.retention)
+            self._events -= series.trim(now)
+            if event_id not in series.ids:
+                series.add(now, event_id, amount)
+                self._events += 1
+                while len(series.events) > self._max_per_key:
+                    series.drop_oldest()
+                    self._events -= 1
+            results.append(self._totals(series, now, query, None))
+        self._evict()
+        return results
+
+    async def peek_many(
+        self, event_id: str, amount: int, now: float, queries: Sequence[VelocityQuery]
+    ) -> list[tuple[VelocityTotals, ...]]:
+        results = []
+        for query in queries:
+            series = self._series.get(query.key)
+            if series is None:
+                series = _Series()
+            extra = None if event_id in series.ids else amount
+            results.append(self._totals(series, now, query, extra))
+        return results
+
+    @staticmethod
+    def _totals(
+        series: _Series, now: float, query: VelocityQuery, extra: int | None
+    ) -> tuple[VelocityTotals, ...]:
+        out = []
+        for window in query.windows:
+            count, amount = series.totals(now, window, extra)
+            out.append(VelocityTotals(count, amount if query.sums else None))
+        return tuple(out)
+
+    def _evict(self) -> None:
+        """Drop least recently used keys until both bounds hold again."""
+        while len(self._series) > self._max_keys or self._events > self._max_events:
+            _, series = self._series.popitem(last=False)
+            self._events -= len(series.events)
+
+
+class SeenCards(ABC):
+    """Which cards a tenant has seen, by the transaction that first showed each."""
+
+    @abstractmethod
+    async def first_seen(self, key: str, event_id: str, now: float) -> bool:
+        """Record the card under ``key``; True if ``event_id`` is the first to show it.
+
+        A replay of that first event is True again; any other event is False
+        until the card goes unseen for the register's retention.
+
+        Raises:
+            StorageUnavailable: a shared backend cannot be reached.
+        """
+
+    @abstractmethod
+    async def peek(self, key: str, event_id: str, now: float) -> bool:
+        """What ``first_seen`` would answer, recording nothing."""
+
+    async def aclose(self) -> None:  # noqa: B027 - in-process registers hold nothing to close
+        """Release connections; the register is not used afterwards."""
+
+
+class MemorySeenCards(SeenCards):
+    """``SeenCards`` for one process: at most ``max_cards`` cards, least recently
+    seen dropped first (a dropped card counts as first seen again: the cautious side).
+    """
+
+    def __init__(
+        self, *, max_cards: int = DEFAULT_MAX_CARDS, retention: float = DEFAULT_SEEN_CARD_SECONDS
+    ) -> None:
+        if max_cards < 1 or retention <= 0:
+            raise ValueError("max_cards must be at least 1 and retention positive")
+        self._cards: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._max_cards = max_cards
+        self._retention = retention
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+    def _first(self, key: str, now: float) -> str | None:
+        entry = self._cards.get(key)
+        if entry is None or now - entry[1] > self._retention:
+            return None
+        return entry[0]
+
+    async def first_seen(self, key: str, event_id: str, now: float) -> bool:
+        first = self._first(key, now)
+        if first is None:
+            first = event_id
+        self._cards[key] = (first, now)
+        self._cards.move_to_end(key)
+        while len(self._cards) > self._max_cards:
+            self._cards.popitem(last=False)
+        return first == event_id
+
+    async def peek(self, key: str, event_id: str, now: float) -> bool:
+        first = self._first(key, now)
+        return first is None or first == event_id
