@@ -220,3 +220,61 @@ def openbao_server(
 def new_key_name() -> str:
     """A fresh Transit key name, so tests sharing a server never share a key."""
     return "k-" + secrets.token_hex(8)
+
+
+@contextlib.contextmanager
+def openbao_file_server(work_dir: Path) -> Iterator[tuple[OpenBaoServer, Path]]:
+    """A non-dev server keeping its storage (raft) in files under ``work_dir/storage``:
+    initialised with one unseal key, unsealed, ``transit/`` enabled. Yields the
+    server and its storage directory, so tests can scan what OpenBao stored."""
+    binary = require_openbao()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    storage = work_dir / "storage"
+    port = _free_port_pair()
+    url = f"http://127.0.0.1:{port}"
+    config = work_dir / "openbao.hcl"
+    storage.mkdir(parents=True, exist_ok=True)
+    # Integrated (raft) storage: OpenBao's file-backed store.
+    config.write_text(
+        f'storage "raft" {{ path = "{storage}"\n node_id = "node1" }}\n'
+        f'listener "tcp" {{ address = "127.0.0.1:{port}"\n'
+        f' cluster_address = "127.0.0.1:{port + 1}"\n tls_disable = true }}\n'
+        f'api_addr = "{url}"\n'
+        f'cluster_addr = "http://127.0.0.1:{port + 1}"\n'
+    )
+    log_path = work_dir / f"openbao-{port}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [binary, "server", f"-config={config}"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_child_env(work_dir, url),
+            cwd=work_dir,
+        )
+    server = OpenBaoServer(url, "", None, process, log_path)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        # Initialising raft storage takes seconds: a generous timeout.
+        with httpx.Client(base_url=url + "/v1/", trust_env=False, timeout=60) as client:
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"OpenBao did not start:\n{server.output()}")
+                with contextlib.suppress(httpx.TransportError):
+                    # 501: running but not initialised yet.
+                    if client.get("sys/health").status_code == 501:
+                        break
+                time.sleep(0.05)
+            init = client.put("sys/init", json={"secret_shares": 1, "secret_threshold": 1})
+            init.raise_for_status()
+            answer = init.json()
+            client.put("sys/unseal", json={"key": answer["keys"][0]}).raise_for_status()
+            server.token = answer["root_token"]
+            while client.get("sys/health").status_code != 200:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"OpenBao did not unseal:\n{server.output()}")
+                time.sleep(0.05)
+        server.request("POST", f"sys/mounts/{TRANSIT_MOUNT}", {"type": "transit"})
+        yield server, storage
+    finally:
+        server.stop()
