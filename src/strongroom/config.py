@@ -22,7 +22,7 @@ ENV_FILE_VARIABLE = "STRONGROOM_ENV_FILE"
 MIN_API_KEY_LENGTH = 16
 
 _SECRET_LISTS = frozenset({"api_keys", "revoked_keys"})
-_URLS = frozenset({"database_url"})
+_URLS = frozenset({"database_url", "redis_url"})
 
 KeyList = Annotated[tuple[SecretStr, ...], NoDecode]
 
@@ -79,6 +79,23 @@ class Settings(BaseSettings):
     audit_checkpoint_records: int = Field(default=1000, ge=1)
     audit_retention_days: int = Field(default=400, ge=365)
 
+    #: Redis shared by every gateway for risk velocity counters and seen cards;
+    #: unset keeps them in process (the pilot).
+    redis_url: str | None = None
+    redis_velocity_prefix: str = Field(default="strongroom:velocity:", min_length=1, max_length=200)
+    redis_seen_prefix: str = Field(default="strongroom:seen:", min_length=1, max_length=200)
+    risk_history_seconds: int = Field(default=86_400, ge=0, le=31 * 86_400)
+    risk_policy_cache_seconds: float = Field(default=1.0, ge=0, le=300)
+    velocity_max_keys: int = Field(default=100_000, ge=1)
+    velocity_max_events: int = Field(default=1_000_000, ge=1)
+    velocity_max_events_per_key: int = Field(default=10_000, ge=1)
+    processor_health_window_seconds: int = Field(default=300, ge=1, le=86_400)
+    processor_health_baseline_seconds: int = Field(default=3600, ge=0, le=7 * 86_400)
+    processor_health_bucket_seconds: int = Field(default=30, ge=1, le=3600)
+    processor_health_min_events: int = Field(default=20, ge=1)
+    processor_health_max_series: int = Field(default=5_000, ge=1)
+    processor_health_publish_seconds: float = Field(default=5.0, gt=0, le=3600)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
     shutdown_timeout_seconds: float = Field(default=8.0, gt=0, le=60)
@@ -113,6 +130,13 @@ class Settings(BaseSettings):
     def _kms_url_names_a_backend(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("local:", "vault://", "vault+https://")):
             raise ValueError("use local: or vault://HOST:PORT/MOUNT/keys/NAME")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use redis://HOST:PORT/DB, rediss:// or unix://")
         return value
 
     @property

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from strongroom.domain.audit import AuditEntry, AuditRecord, StoredRow
 from strongroom.domain.checkpoints import Checkpoint, SignedCheckpoint
+from strongroom.domain.risk import AppliedPolicy, DecisionRecord, Policy
 from strongroom.domain.tenancy import ApiKeyRecord, Tenant, TenantStatus
 
 
@@ -638,3 +639,54 @@ class TenantSettingsRepository(ABC):
     @abstractmethod
     async def erase_tenant(self, tenant: str) -> None:
         """Forget the tenant's settings."""
+
+
+class PolicyStore(ABC):
+    """Each tenant's policy versions, and which one is active."""
+
+    @abstractmethod
+    async def get_active(self, tenant: str) -> Policy:
+        """The tenant's active policy; ``DEFAULT_POLICY`` until one is applied."""
+
+    @abstractmethod
+    async def apply(self, tenant: str, text: str, actor: str, now: float) -> AppliedPolicy:
+        """Validate ``text``, keep it as a version and make it active.
+
+        Applying the content of a stored version again keeps one version and
+        makes it active. When this returns, the change is committed.
+
+        Raises:
+            PolicyInvalid: the text is not a valid policy; nothing changed.
+            StorageUnavailable: the store failed; nothing changed.
+        """
+
+    @abstractmethod
+    async def get(self, tenant: str, version: str) -> Policy | None:
+        """A version the tenant applied, or the default policy by its version."""
+
+    @abstractmethod
+    async def history(self, tenant: str) -> list[AppliedPolicy]:
+        """The tenant's applications, oldest first."""
+
+
+class DecisionStore(ABC):
+    """Stored decisions, found by trace id or by what makes a request a replay."""
+
+    @abstractmethod
+    async def put(self, record: DecisionRecord) -> DecisionRecord:
+        """Store ``record`` unless the tenant has one with its transaction id or
+        its idempotency key; return the stored one (the first wins).
+
+        Raises:
+            StorageUnavailable: the store failed; nothing was stored.
+        """
+
+    @abstractmethod
+    async def get(self, tenant: str, trace_id: str) -> DecisionRecord | None:
+        """The tenant's decision with this trace id (None for another tenant's)."""
+
+    @abstractmethod
+    async def find(
+        self, tenant: str, *, transaction_id: str, idempotency_key: str | None
+    ) -> DecisionRecord | None:
+        """The decision stored for this idempotency key, else for this transaction id."""

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+import yaml
 from fastapi import FastAPI
 from tenancy_support import (
     Harness,
@@ -46,8 +47,10 @@ from tenancy_support import (
 )
 
 from strongroom.domain.access import ROLE_SCOPES, Role, Scope
+from strongroom.domain.risk import DEFAULT_POLICY_TEXT
 from strongroom.domain.tenancy import Tenant, TenantStatus
 from strongroom.services.keys import IssuedKey
+from strongroom.services.risk import CardRef, RiskRequest
 from support import TOKENIZED_URL, bearer, card_free_event
 from support_problems import assert_problem
 
@@ -262,6 +265,63 @@ async def foreign_detokenize(world: World) -> Target:
     )
 
 
+def transaction_body() -> dict[str, Any]:
+    return {
+        "transaction_id": f"txn_{uuid.uuid4().hex}",
+        "amount": 1_000,
+        "currency": "EUR",
+        "merchant_id_hash": f"m_{uuid.uuid4().hex}",
+        "card": new_card(),
+    }
+
+
+async def decided(world: World, tenant: Tenant) -> str:
+    """The trace id of a decision made in ``tenant``."""
+    evaluation = await world.harness.state.risk.evaluate(
+        tenant.id,
+        RiskRequest(
+            transaction_id=f"txn_{uuid.uuid4().hex}",
+            amount=1_000,
+            currency="EUR",
+            merchant_id_hash="m_matrix",
+            card=CardRef(token=await vaulted(world, tenant)),
+        ),
+        world.harness.state.clock.now(),
+    )
+    return evaluation.record.trace_id
+
+
+MISSING_TRACE = "trc_" + "0" * 24
+
+
+def own_decision(suffix: str = "") -> Builder:
+    async def build(world: World) -> Target:
+        return Target(f"/v1/decisions/{await decided(world, world.a)}{suffix}")
+
+    return build
+
+
+def foreign_decision(suffix: str = "") -> Builder:
+    async def build(world: World) -> Target:
+        trace_id = await decided(world, world.b)
+
+        async def untouched() -> None:
+            await world.harness.state.risk.decision(world.b.id, trace_id)
+
+        return Target(
+            f"/v1/decisions/{trace_id}{suffix}",
+            missing_path=f"/v1/decisions/{MISSING_TRACE}{suffix}",
+            untouched=untouched,
+        )
+
+    return build
+
+
+def policy_body() -> dict[str, Any]:
+    policy: dict[str, Any] = yaml.safe_load(DEFAULT_POLICY_TEXT)
+    return policy
+
+
 def unique_name() -> dict[str, str]:
     return {"name": f"made-{uuid.uuid4().hex[:12]}"}
 
@@ -404,6 +464,41 @@ MATRIX: list[RouteCase] = [
         Scope.SETTINGS_MANAGE,
         201,
         static("/v1/settings/signing-secret"),
+    ),
+    RouteCase(
+        "POST",
+        "/v1/transactions/evaluate",
+        Scope.TRANSACTIONS_EVALUATE,
+        200,
+        static("/v1/transactions/evaluate", transaction_body),
+    ),
+    RouteCase(
+        "GET",
+        "/v1/decisions/{trace_id}",
+        Scope.TRANSACTIONS_EVALUATE,
+        200,
+        own_decision(),
+        foreign_decision(),
+    ),
+    RouteCase(
+        "POST",
+        "/v1/decisions/{trace_id}/replay",
+        Scope.TRANSACTIONS_EVALUATE,
+        200,
+        own_decision("/replay"),
+        foreign_decision("/replay"),
+    ),
+    RouteCase("GET", "/v1/policy", Scope.SETTINGS_MANAGE, 200, static("/v1/policy")),
+    RouteCase("PUT", "/v1/policy", Scope.SETTINGS_MANAGE, 200, static("/v1/policy", policy_body)),
+    RouteCase(
+        "POST",
+        "/v1/policy/test",
+        Scope.SETTINGS_MANAGE,
+        200,
+        static("/v1/policy/test", lambda: {"policy": DEFAULT_POLICY_TEXT, "transactions": []}),
+    ),
+    RouteCase(
+        "GET", "/v1/signals/processors", Scope.EVENTS_READ, 200, static("/v1/signals/processors")
     ),
     RouteCase(
         "DELETE",

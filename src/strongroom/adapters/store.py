@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from strongroom.adapters.sql.data_keys import SqlDataKeyRepository
 from strongroom.adapters.sql.engine import async_url, create_engine, ensure_schema, sqlite_url
 from strongroom.adapters.sql.keys import SqlApiKeyRepository
+from strongroom.adapters.sql.risk import SqlDecisionStore, SqlPolicyStore
 from strongroom.adapters.sql.tenant_secrets import (
     SqlTenantSecretRepository,
     SqlTenantSettingsRepository,
@@ -41,6 +42,8 @@ class Store:
     tokens: SqlTokenRepository
     secrets: SqlTenantSecretRepository
     tenant_settings: SqlTenantSettingsRepository
+    policies: SqlPolicyStore
+    decisions: SqlDecisionStore
     log: EventLog
     audit: AuditLog
     #: Run in order by ``aclose`` before the engine is disposed (flush the logs' writers).
@@ -144,6 +147,8 @@ async def open_store(
         tokens=SqlTokenRepository(engine),
         secrets=SqlTenantSecretRepository(engine),
         tenant_settings=SqlTenantSettingsRepository(engine),
+        policies=SqlPolicyStore(engine, cache_seconds=settings.risk_policy_cache_seconds),
+        decisions=SqlDecisionStore(engine),
         log=log,
         audit=audit,
         closers=closers,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -30,9 +32,11 @@ from strongroom.api.routes.events import OPENAPI_PATHS
 from strongroom.api.state import GatewayState, open_gateway
 from strongroom.config import Settings
 from strongroom.domain.events import EventBatch, PaymentEvent
+from strongroom.domain.topics import RISK_SIGNALS
 from strongroom.errors import FieldError, StrongroomError
 from strongroom.observability.logging import get_logger
 from strongroom.observability.metrics import Metrics
+from strongroom.ports import NewRecord
 from strongroom.services.ingest import field_path
 
 
@@ -52,11 +56,12 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
             loop.add_signal_handler(signal.SIGHUP, state.reload_keys)
         flusher = asyncio.create_task(_flush_periodically(state))
         checkpointer = asyncio.create_task(_checkpoint_periodically(state))
+        signals = asyncio.create_task(_publish_signals_periodically(state))
         logger.info("gateway_started", version=strongroom.__version__)
         try:
             yield
         finally:
-            for task in (flusher, checkpointer):
+            for task in (flusher, checkpointer, signals):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -145,6 +150,49 @@ async def _checkpoint_periodically(state: GatewayState) -> None:
         if size > last_size and (due_by_count or due_by_time):
             await _checkpoint(state)
             last_size, last_time = size, state.clock.now()
+
+
+async def publish_signals(state: GatewayState) -> int:
+    """Publish processor-health band changes on ``risk.signals`` and refresh the gauges.
+
+    Returns how many changes were published; a failed publish is logged, and
+    those changes are not retried (the next change of band is).
+    """
+    now = state.clock.now()
+    changes = state.health.band_changes(now)
+    worst: dict[str, tuple[int, int]] = {}
+    for tenant in sorted(state.health_tenants):
+        for health in state.health.snapshot(tenant, now):
+            if health.merchant_id_hash is None:
+                seen = worst.get(health.processor, (0, 0))
+                worst[health.processor] = max(seen, (health.score, health.band.rank))
+    for processor, (score, rank) in worst.items():
+        state.metrics.processor_health_score.labels(processor).set(score)
+        state.metrics.processor_health_band.labels(processor).set(rank)
+    if not changes:
+        return 0
+    records = [
+        NewRecord(
+            tenant=change.signal.tenant,
+            record_id=f"sig_{uuid.uuid4().hex}",
+            key=change.signal.processor,
+            payload=orjson.dumps(change.to_dict()),
+        )
+        for change in changes
+    ]
+    try:
+        await state.log.append(RISK_SIGNALS, records)
+    except StrongroomError as exc:
+        state.logger.warning("risk_signals_publish_failed", error=exc.code)
+        return 0
+    state.metrics.risk_signals_published.inc(len(records))
+    return len(records)
+
+
+async def _publish_signals_periodically(state: GatewayState) -> None:
+    while True:
+        await asyncio.sleep(state.settings.processor_health_publish_seconds)
+        await publish_signals(state)
 
 
 async def _flush_periodically(state: GatewayState) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from strongroom.adapters.kms import open_key_manager
@@ -12,6 +13,7 @@ from strongroom.adapters.store import Store, open_store
 from strongroom.config import Settings, load_settings
 from strongroom.crypto.keyed_hash import keyed_hash, load_or_create_pepper
 from strongroom.crypto.signing import Signer
+from strongroom.domain.events import PaymentEvent
 from strongroom.errors import ConfigurationError
 from strongroom.observability.metrics import Metrics
 from strongroom.ports import Clock, EventLog, RateLimiter, SystemClock
@@ -22,14 +24,25 @@ from strongroom.services.data_keys import DataKeyService
 from strongroom.services.ingest import IngestService
 from strongroom.services.key_rotation import KeyRotation
 from strongroom.services.keys import KeyService
+from strongroom.services.processor_health import HealthConfig, ProcessorHealthMonitor
+from strongroom.services.risk import RiskService
 from strongroom.services.shredding import CryptoShredder
 from strongroom.services.tenant_settings import TenantSettingsService
 from strongroom.services.tenants import TenantService
 from strongroom.services.tokens import TokenVault
 from strongroom.services.transaction_signing import TransactionSigning
 from strongroom.services.usage import UsageRecorder
+from strongroom.services.velocity import (
+    MemorySeenCards,
+    MemoryVelocityCounter,
+    SeenCards,
+    VelocityCounter,
+)
 
 AUDIT_KEY_FILE: Final = "audit-signing.key"
+#: The context of the keyed hash that risk keeps of a transaction's IP address.
+RISK_IP_CONTEXT: Final = "strongroom risk ip v1:"
+REDIS_TIMEOUT_SECONDS: Final = 1.0
 # Tasks started from signal handlers, kept referenced until they finish.
 _background: set[asyncio.Task[Any]] = set()
 
@@ -49,10 +62,16 @@ class GatewayState:
     vault: TokenVault
     signing: TransactionSigning
     tenant_settings: TenantSettingsService
+    risk: RiskService
+    health: ProcessorHealthMonitor
     pepper: bytes
     clock: Clock
     metrics: Metrics
     logger: Any
+    #: Closed by ``aclose``: the Redis client of the velocity counters, if any.
+    redis: Any = None
+    #: Tenants whose events fed ``health`` (the metrics publisher walks them).
+    health_tenants: set[str] = field(default_factory=set)
     #: Set when shutdown begins: /ready answers 503 while in-flight requests finish.
     draining: bool = False
 
@@ -64,7 +83,17 @@ class GatewayState:
         try:
             await self.data_keys.key_manager.aclose()
         finally:
-            await self.store.aclose()
+            try:
+                if self.redis is not None:
+                    await self.redis.aclose()
+            finally:
+                await self.store.aclose()
+
+    def observe_events(self, tenant: str, events: Sequence[PaymentEvent]) -> None:
+        """Feed accepted events to the processor-health monitor (the ingest hook)."""
+        if events:
+            self.health_tenants.add(tenant)
+            self.health.observe_all(tenant, events, self.clock.now())
 
     def reload_keys(self) -> None:
         """Re-read the configuration and swap the configured keys; keep them on error."""
@@ -104,6 +133,12 @@ async def open_gateway(
     except BaseException:
         await store.aclose()
         raise
+    try:
+        velocity, seen_cards, redis = _velocity(settings)
+    except BaseException:
+        await key_manager.aclose()
+        await store.aclose()
+        raise
     clock = SystemClock()
     audit = AuditTrail(store.audit, signer, clock)
     usage = UsageRecorder(store.usage, clock)
@@ -132,7 +167,19 @@ async def open_gateway(
         configured=configured_keys(settings, pepper),
         cache_seconds=settings.key_cache_seconds,
     )
-    return GatewayState(
+    health = ProcessorHealthMonitor(_health_config(settings))
+    risk = RiskService(
+        policies=store.policies,
+        decisions=store.decisions,
+        velocity=velocity,
+        seen_cards=seen_cards,
+        hash_ip=lambda ip: keyed_hash(pepper, RISK_IP_CONTEXT + ip).hex()[:32],
+        health=health,
+        log=store.log,
+        audit=audit,
+        history_seconds=settings.risk_history_seconds,
+    )
+    state = GatewayState(
         settings=settings,
         store=store,
         limiter=MemoryRateLimiter(),
@@ -151,8 +198,62 @@ async def open_gateway(
         vault=vault,
         signing=signing,
         tenant_settings=tenant_settings,
+        risk=risk,
+        health=health,
         pepper=pepper,
         clock=clock,
         metrics=metrics,
         logger=logger,
+        redis=redis,
     )
+    state.ingest.on_accepted = state.observe_events
+    return state
+
+
+def _health_config(settings: Settings) -> HealthConfig:
+    try:
+        return HealthConfig(
+            window_seconds=settings.processor_health_window_seconds,
+            baseline_seconds=settings.processor_health_baseline_seconds,
+            bucket_seconds=settings.processor_health_bucket_seconds,
+            min_events=settings.processor_health_min_events,
+            max_series=settings.processor_health_max_series,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"STRONGROOM_PROCESSOR_HEALTH_*: {exc}") from None
+
+
+def _velocity(settings: Settings) -> tuple[VelocityCounter, SeenCards, Any]:
+    """In-process counters, or Redis ones when ``STRONGROOM_REDIS_URL`` is set.
+
+    Raises:
+        ConfigurationError: Redis is configured and its driver is not installed.
+    """
+    if settings.redis_url is None:
+        velocity = MemoryVelocityCounter(
+            max_keys=settings.velocity_max_keys,
+            max_events=settings.velocity_max_events,
+            max_events_per_key=settings.velocity_max_events_per_key,
+        )
+        return velocity, MemorySeenCards(), None
+    try:
+        from redis.asyncio import Redis
+
+        from strongroom.adapters.velocity_redis import RedisSeenCards, RedisVelocityCounter
+    except ImportError:
+        raise ConfigurationError(
+            "STRONGROOM_REDIS_URL is set but the Redis driver is not installed; "
+            "run pip install 'strongroom[redis]'"
+        ) from None
+    # Short timeouts: an unreachable Redis fails an evaluation fast with 503.
+    client = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
+    shared = RedisVelocityCounter(
+        client,
+        prefix=settings.redis_velocity_prefix,
+        max_events_per_key=settings.velocity_max_events_per_key,
+    )
+    return shared, RedisSeenCards(client, prefix=settings.redis_seen_prefix), client

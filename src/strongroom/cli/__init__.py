@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from strongroom.cli import admin, audit, config_command, db, kms, serve, stream
+from strongroom.cli import admin, audit, config_command, db, kms, policy, serve, stream
 
 app = typer.Typer(
     name="strongroom",
@@ -23,6 +23,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(config_command.app, name="config")
 app.add_typer(stream.app, name="stream")
 app.add_typer(kms.app, name="kms")
+app.add_typer(policy.app, name="policy")
 
 
 def main() -> None:

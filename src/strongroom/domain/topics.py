@@ -8,6 +8,10 @@ TOKENIZED: Final = "payments.tokenized"
 #: Original events that carried a card, each sealed whole under the tenant's data key.
 RAW: Final = "payments.raw"
 AUDIT: Final = "payments.audit"
+#: Every risk decision, card-free (``DecisionRecord.public``), keyed by merchant.
+RISK_DECISIONS: Final = "risk.decisions"
+#: Processor-health band changes, keyed by processor.
+RISK_SIGNALS: Final = "risk.signals"
 #: Stream records of actions that belong to no tenant (platform administration).
 PLATFORM_TENANT: Final = "platform"
 DEAD_LETTER_SUFFIX: Final = ".dlq"

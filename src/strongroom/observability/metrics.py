@@ -71,3 +71,26 @@ class Metrics:
             "Writes refused with 503 because the log writer was past its queue bound.",
             registry=r,
         )
+        self.risk_decisions = Counter(
+            "strongroom_risk_decisions",
+            "Risk decisions made (replays not counted), by decision.",
+            ["decision"],
+            registry=r,
+        )
+        self.processor_health_score = Gauge(
+            "strongroom_processor_health_score",
+            "Processor-health score 0-100, by processor (the worst across tenants).",
+            ["processor"],
+            registry=r,
+        )
+        self.processor_health_band = Gauge(
+            "strongroom_processor_health_band",
+            "Processor-health band by processor: 0 low, 1 elevated, 2 high, 3 critical.",
+            ["processor"],
+            registry=r,
+        )
+        self.risk_signals_published = Counter(
+            "strongroom_risk_signals_published",
+            "Processor-health band changes published on risk.signals.",
+            registry=r,
+        )

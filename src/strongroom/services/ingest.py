@@ -8,7 +8,7 @@ errors name fields and never carry the input.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from pydantic import ValidationError
@@ -27,6 +27,9 @@ CARD_FIELDS: Final = frozenset({"card.number", "events[].card.number"})
 #: ``card`` gains ``token``, ``last4``, ``brand`` and the expiry (about 75 bytes
 #: at most) and ``signature`` becomes ``signature_verified``.
 CARD_GROWTH: Final = 128
+
+#: Called with each request's newly accepted events (not duplicates), after the commit.
+AcceptedHook = Callable[[str, Sequence[PaymentEvent]], None]
 
 _JSON_ERRORS: Final = frozenset({"json_invalid", "json_type"})
 
@@ -77,6 +80,9 @@ class IngestService:
         self._cards = cards
         self._settings = settings
         self._max_event_bytes = max_event_bytes
+        #: Fed with committed events, for processor-health signals. It runs in
+        #: memory and must not raise: the events are durable by then.
+        self.on_accepted: AcceptedHook | None = None
 
     def parse(self, body: bytes, *, allow_batch: bool = True) -> tuple[list[PaymentEvent], bool]:
         """Screen and validate a body into its events and whether it was a batch.
@@ -137,6 +143,13 @@ class IngestService:
     async def ingest(self, tenant: str, body: bytes, *, allow_batch: bool = True) -> AppendResult:
         """Validate and durably append; returns accepted and duplicate event ids."""
         events, batch = self.parse(body, allow_batch=allow_batch)
+        result = await self._append(tenant, events, batch)
+        if self.on_accepted is not None and result.accepted:
+            accepted = set(result.accepted)
+            self.on_accepted(tenant, [e for e in events if str(e.event_id) in accepted])
+        return result
+
+    async def _append(self, tenant: str, events: list[PaymentEvent], batch: bool) -> AppendResult:
         records = self.to_records(tenant, events, batch)
         if not await self._needs_protection(tenant, events):
             return await self._log.append(TOKENIZED, records)

@@ -26,38 +26,48 @@ Rules this service guarantees:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
-import string
-from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 from pydantic import ValidationError
 
-from strongroom.domain.events import EventCard
 from strongroom.domain.risk import (
-    DEFAULT_POLICY,
     TRANSACTION,
     AppliedPolicy,
-    Decision,
     DecisionRecord,
     Facts,
     Policy,
-    PolicyInvalid,
-    TransactionRequest,
     evaluate,
-    validate_policy_text,
 )
 from strongroom.domain.risk.policy import VelocityAmount, VelocityCount
+from strongroom.domain.topics import RISK_DECISIONS
 from strongroom.errors import FieldError, InvalidRequest, NotFound
-from strongroom.ports import EventLog, NewRecord
+from strongroom.ports import DecisionStore, EventLog, NewRecord, PolicyStore
 from strongroom.services.audit import AuditTrail
 from strongroom.services.processor_health import ProcessorHealthMonitor
+from strongroom.services.risk_models import (
+    TRACE_PREFIX,
+    CardRef,
+    CardResolver,
+    DecisionConflict,
+    Evaluation,
+    PolicyRejected,
+    ReplayResult,
+    RiskRequest,
+    ShadowDiff,
+    digest,
+    fingerprint,
+    new_trace_id,
+    timestamp,
+    validated,
+)
+from strongroom.services.risk_stores import (
+    DEFAULT_MAX_DECISIONS,
+    MemoryDecisionStore,
+    MemoryPolicyStore,
+)
 from strongroom.services.velocity import (
     MemorySeenCards,
     MemoryVelocityCounter,
@@ -67,335 +77,32 @@ from strongroom.services.velocity import (
     VelocityTotals,
 )
 
-DECISIONS_TOPIC: Final = "risk.decisions"
-TRACE_PREFIX: Final = "trc_"
-TRACE_RANDOM_CHARS: Final = 24
-DEFAULT_MAX_DECISIONS: Final = 100_000
+__all__ = [
+    "DECISIONS_TOPIC",
+    "DEFAULT_HISTORY_SECONDS",
+    "DEFAULT_MAX_DECISIONS",
+    "MAX_SHADOW_SAMPLES",
+    "TRACE_PREFIX",
+    "CardRef",
+    "CardResolver",
+    "DecisionConflict",
+    "DecisionStore",
+    "Evaluation",
+    "MemoryDecisionStore",
+    "MemoryPolicyStore",
+    "PolicyRejected",
+    "PolicyStore",
+    "ReplayResult",
+    "RiskRequest",
+    "RiskService",
+    "ShadowDiff",
+    "new_trace_id",
+]
+
+DECISIONS_TOPIC: Final = RISK_DECISIONS
 MAX_SHADOW_SAMPLES: Final = 10_000
 #: How long every subject's events are kept for shadow runs, used or not (rule 7).
 DEFAULT_HISTORY_SECONDS: Final = 24 * 3600
-_BASE62: Final = string.ascii_letters + string.digits
-_DIGEST_HEX: Final = 32
-_TRACE_SPACE: Final = 62**TRACE_RANDOM_CHARS
-
-
-def new_trace_id() -> str:
-    """``trc_`` and 24 random base62 characters (about 143 bits)."""
-    # One draw below 62**24, written in base 62: uniform, and a tenth of the
-    # cost of drawing each character on its own.
-    number = secrets.randbelow(_TRACE_SPACE)
-    chars = []
-    for _ in range(TRACE_RANDOM_CHARS):
-        number, digit = divmod(number, 62)
-        chars.append(_BASE62[digit])
-    return TRACE_PREFIX + "".join(chars)
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()[:_DIGEST_HEX]
-
-
-def _timestamp(now: float) -> str:
-    return (
-        datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
-
-
-class DecisionConflict(InvalidRequest):
-    """Raised when an Idempotency-Key or a transaction id comes back with other inputs."""
-
-    code = "idempotency_conflict"
-
-
-class PolicyRejected(InvalidRequest):
-    """Raised when a policy to apply or to try is invalid (422).
-
-    Each field error is one problem: ``field`` is its path in the policy
-    (``factors[2].weight``) and ``message`` starts with its line and column.
-    ``problems`` keeps them as ``PolicyError`` for the CLI.
-    """
-
-    code = "policy_invalid"
-
-    def __init__(self, exc: PolicyInvalid) -> None:
-        errors = tuple(FieldError(error.path or "policy", str(error)) for error in exc.errors)
-        super().__init__(str(exc), errors)
-        self.problems = exc.errors
-
-
-def _validated(text: str) -> Policy:
-    try:
-        return validate_policy_text(text)
-    except PolicyInvalid as exc:
-        raise PolicyRejected(exc) from None
-
-
-@dataclass(frozen=True, slots=True)
-class CardRef:
-    """A card as risk sees it: its token and what may be shown of it."""
-
-    token: str
-    last4: str | None = None
-    brand: str | None = None
-    bin: str | None = None
-    country: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RiskRequest:
-    """A transaction to evaluate, its card already tokenized by the caller."""
-
-    transaction_id: str
-    amount: int
-    currency: str
-    merchant_id_hash: str
-    card: CardRef | None = None
-    customer_ref_hash: str | None = None
-    device_id: str | None = None
-    ip: str | None = None
-    country: str | None = None
-    channel: str | None = None
-    agent_id: str | None = None
-    agent_verified: bool | None = None
-    processor: str | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    idempotency_key: str | None = None
-
-    @classmethod
-    def from_body(
-        cls,
-        body: TransactionRequest,
-        card: CardRef | None,
-        *,
-        agent_verified: bool | None = None,
-        idempotency_key: str | None = None,
-    ) -> RiskRequest:
-        """The request for a validated body, with the card the caller resolved."""
-        metadata = dict(body.metadata or {})
-        return cls(
-            transaction_id=body.transaction_id,
-            amount=body.amount,
-            currency=body.currency,
-            merchant_id_hash=body.merchant_id_hash,
-            card=card,
-            customer_ref_hash=body.customer_ref_hash,
-            device_id=body.device_id,
-            ip=body.ip,
-            country=body.country,
-            channel=body.channel,
-            agent_id=body.agent_id,
-            agent_verified=agent_verified,
-            processor=body.processor or metadata.get("processor"),
-            metadata=metadata,
-            idempotency_key=idempotency_key,
-        )
-
-
-class PolicyStore(ABC):
-    """Each tenant's policy versions, and which one is active."""
-
-    @abstractmethod
-    async def get_active(self, tenant: str) -> Policy:
-        """The tenant's active policy; ``DEFAULT_POLICY`` until one is applied."""
-
-    @abstractmethod
-    async def apply(self, tenant: str, text: str, actor: str, now: float) -> AppliedPolicy:
-        """Validate ``text``, keep it as a version and make it active.
-
-        Applying the content of a stored version again keeps one version and
-        makes it active. When this returns, the change is committed.
-
-        Raises:
-            PolicyInvalid: the text is not a valid policy; nothing changed.
-            StorageUnavailable: the store failed; nothing changed.
-        """
-
-    @abstractmethod
-    async def get(self, tenant: str, version: str) -> Policy | None:
-        """A version the tenant applied, or the default policy by its version."""
-
-    @abstractmethod
-    async def history(self, tenant: str) -> list[AppliedPolicy]:
-        """The tenant's applications, oldest first."""
-
-
-class MemoryPolicyStore(PolicyStore):
-    """``PolicyStore`` for one process; it forgets everything on restart."""
-
-    def __init__(self) -> None:
-        self._versions: dict[tuple[str, str], Policy] = {}
-        self._active: dict[str, Policy] = {}
-        self._history: dict[str, list[AppliedPolicy]] = {}
-
-    async def get_active(self, tenant: str) -> Policy:
-        return self._active.get(tenant, DEFAULT_POLICY)
-
-    async def apply(self, tenant: str, text: str, actor: str, now: float) -> AppliedPolicy:
-        policy = validate_policy_text(text)
-        policy = self._versions.setdefault((tenant, policy.version), policy)
-        applied = AppliedPolicy(tenant, policy.version, text, actor, now, policy)
-        self._active[tenant] = policy
-        self._history.setdefault(tenant, []).append(applied)
-        return applied
-
-    async def get(self, tenant: str, version: str) -> Policy | None:
-        if version == DEFAULT_POLICY.version:
-            return DEFAULT_POLICY
-        return self._versions.get((tenant, version))
-
-    async def history(self, tenant: str) -> list[AppliedPolicy]:
-        return list(self._history.get(tenant, ()))
-
-
-class DecisionStore(ABC):
-    """Stored decisions, found by trace id or by what makes a request a replay."""
-
-    @abstractmethod
-    async def put(self, record: DecisionRecord) -> DecisionRecord:
-        """Store ``record`` unless the tenant has one with its transaction id or
-        its idempotency key; return the stored one (the first wins).
-
-        Raises:
-            StorageUnavailable: the store failed; nothing was stored.
-        """
-
-    @abstractmethod
-    async def get(self, tenant: str, trace_id: str) -> DecisionRecord | None:
-        """The tenant's decision with this trace id (None for another tenant's)."""
-
-    @abstractmethod
-    async def find(
-        self, tenant: str, *, transaction_id: str, idempotency_key: str | None
-    ) -> DecisionRecord | None:
-        """The decision stored for this idempotency key, else for this transaction id."""
-
-
-class MemoryDecisionStore(DecisionStore):
-    """``DecisionStore`` for one process, keeping the newest ``max_records``."""
-
-    def __init__(self, *, max_records: int = DEFAULT_MAX_DECISIONS) -> None:
-        if max_records < 1:
-            raise ValueError("max_records must be at least 1")
-        self._records: OrderedDict[tuple[str, str], DecisionRecord] = OrderedDict()
-        self._by_transaction: dict[tuple[str, str], str] = {}
-        self._by_key: dict[tuple[str, str], str] = {}
-        self._max = max_records
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    async def put(self, record: DecisionRecord) -> DecisionRecord:
-        existing = await self.find(
-            record.tenant,
-            transaction_id=record.transaction_id,
-            idempotency_key=record.idempotency_key,
-        )
-        if existing is not None:
-            return existing
-        tenant = record.tenant
-        self._records[(tenant, record.trace_id)] = record
-        self._by_transaction[(tenant, record.transaction_id)] = record.trace_id
-        if record.idempotency_key is not None:
-            self._by_key[(tenant, record.idempotency_key)] = record.trace_id
-        while len(self._records) > self._max:
-            _, old = self._records.popitem(last=False)
-            self._by_transaction.pop((old.tenant, old.transaction_id), None)
-            if old.idempotency_key is not None:
-                self._by_key.pop((old.tenant, old.idempotency_key), None)
-        return record
-
-    async def get(self, tenant: str, trace_id: str) -> DecisionRecord | None:
-        return self._records.get((tenant, trace_id))
-
-    async def find(
-        self, tenant: str, *, transaction_id: str, idempotency_key: str | None
-    ) -> DecisionRecord | None:
-        trace_id = None
-        if idempotency_key is not None:
-            trace_id = self._by_key.get((tenant, idempotency_key))
-        if trace_id is None:
-            trace_id = self._by_transaction.get((tenant, transaction_id))
-        return None if trace_id is None else self._records.get((tenant, trace_id))
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """An evaluation's stored record, and whether it was a replay of an earlier one."""
-
-    record: DecisionRecord
-    replayed: bool
-
-    def answer(self) -> dict[str, Any]:
-        return self.record.answer()
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayResult:
-    """A stored decision evaluated again from its stored inputs and policy version."""
-
-    trace_id: str
-    reproduced: bool
-    stored: Decision
-    replayed: Decision
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "trace_id": self.trace_id,
-            "reproduced": self.reproduced,
-            "stored": self.stored.to_dict(),
-            "replayed": self.replayed.to_dict(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ShadowDiff:
-    """A sample transaction whose decision the candidate policy would change."""
-
-    line: int
-    transaction_id: str
-    active: Decision
-    candidate: Decision
-
-    def to_dict(self) -> dict[str, Any]:
-        def brief(decision: Decision) -> dict[str, Any]:
-            return {
-                "decision": decision.decision,
-                "score": decision.score,
-                "policy_version": decision.policy_version,
-                "reasons": list(decision.reasons),
-            }
-
-        return {
-            "line": self.line,
-            "transaction_id": self.transaction_id,
-            "active": brief(self.active),
-            "candidate": brief(self.candidate),
-        }
-
-
-#: Turns a sample's card (a number) into a token, for shadow runs that tokenize.
-CardResolver = Callable[[EventCard], Awaitable[CardRef]]
-
-
-def _fingerprint(request: RiskRequest, ip_hash: str | None) -> str:
-    card = request.card
-    inputs = {
-        "transaction_id": request.transaction_id,
-        "amount": request.amount,
-        "currency": request.currency,
-        "merchant_id_hash": request.merchant_id_hash,
-        "card": None if card is None else card.token,
-        "customer_ref_hash": request.customer_ref_hash,
-        "device_id": request.device_id,
-        "ip_hash": ip_hash,
-        "country": request.country,
-        "channel": request.channel,
-        "agent_id": request.agent_id,
-        "processor": request.processor,
-        "metadata": dict(sorted(request.metadata.items())),
-    }
-    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class RiskService:
@@ -436,12 +143,12 @@ class RiskService:
                 stream cannot take the write; a retry is safe.
         """
         ip_hash = self._hash_ip(request.ip) if request.ip else None
-        fingerprint = _fingerprint(request, ip_hash)
+        inputs = fingerprint(request, ip_hash)
         existing = await self.decisions.find(
             tenant, transaction_id=request.transaction_id, idempotency_key=request.idempotency_key
         )
         if existing is not None:
-            return await self._replayed(existing, fingerprint)
+            return await self._replayed(existing, inputs)
         policy = await self.policies.get_active(tenant)
         (facts,) = await self._facts(
             tenant, request, ip_hash, [policy], now, self._velocity, self._seen, record=True
@@ -451,8 +158,8 @@ class RiskService:
             trace_id=new_trace_id(),
             transaction_id=request.transaction_id,
             idempotency_key=request.idempotency_key,
-            fingerprint=fingerprint,
-            evaluated_at=_timestamp(now),
+            fingerprint=inputs,
+            evaluated_at=timestamp(now),
             facts=facts,
             decision=evaluate(policy, facts),
             metadata=dict(request.metadata),
@@ -460,12 +167,12 @@ class RiskService:
         stored = await self.decisions.put(record)
         if stored.trace_id != record.trace_id:
             # Another evaluation of the same transaction was stored first.
-            return await self._replayed(stored, fingerprint)
+            return await self._replayed(stored, inputs)
         await self._publish(stored)
         return Evaluation(stored, replayed=False)
 
-    async def _replayed(self, record: DecisionRecord, fingerprint: str) -> Evaluation:
-        if record.fingerprint != fingerprint:
+    async def _replayed(self, record: DecisionRecord, inputs: str) -> Evaluation:
+        if record.fingerprint != inputs:
             raise DecisionConflict(
                 "This transaction was already evaluated with different inputs; "
                 "send the same body, or a new transaction_id and Idempotency-Key.",
@@ -512,7 +219,7 @@ class RiskService:
         }
         # Each subject's counter key (rule 4); amount keys add the currency.
         keys = {
-            subject: None if value is None else f"{tenant}:{subject}:{_digest(value)}"
+            subject: None if value is None else f"{tenant}:{subject}:{digest(value)}"
             for subject, value in subjects.items()
         }
         retain = self._history_seconds if record else 0
@@ -593,7 +300,7 @@ class RiskService:
             PolicyRejected: the text is not a valid policy; nothing changed.
             StorageUnavailable: the store or the audit log failed.
         """
-        _validated(text)
+        validated(text)
         previous = await self.policies.get_active(tenant)
         applied = await self.policies.apply(tenant, text, actor, now)
         if self._audit is not None:
@@ -632,7 +339,7 @@ class RiskService:
             InvalidRequest: a sample is not a valid request body, or carries a
                 card number and no ``resolve_card`` was given.
         """
-        candidate = _validated(policy_text)
+        candidate = validated(policy_text)
         active = await self.policies.get_active(tenant)
         velocity: VelocityCounter = self._velocity
         seen: SeenCards = self._seen

@@ -219,3 +219,38 @@ stream_offsets = Table(
     Column("topic", String(200), primary_key=True),
     Column("next_offset", BigInteger, nullable=False),
 )
+
+risk_policies = Table(
+    "risk_policies",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("tenant", "version"),
+)
+
+risk_policy_history = Table(
+    "risk_policy_history",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("applied_at", Float, nullable=False),
+    Index("risk_policy_history_by_tenant", "tenant", "id"),
+)
+
+risk_decisions = Table(
+    "risk_decisions",
+    metadata,
+    Column("trace_id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("transaction_id", String(128), nullable=False),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("record", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("tenant", "transaction_id", name="risk_decisions_one_per_transaction"),
+    UniqueConstraint("tenant", "idempotency_key", name="risk_decisions_one_per_key"),
+    Index("risk_decisions_by_time", "tenant", "created_at"),
+)

@@ -8,6 +8,7 @@ from strongroom.api.routes import (
     events,
     keys,
     operations,
+    risk,
     settings,
     streams,
     tokens,
@@ -23,6 +24,8 @@ ROUTERS = (
     audit.router,
     tokens.router,
     settings.router,
+    risk.evaluate_router,
+    risk.router,
 )
 
 #: Plain Starlette routes served before the FastAPI routers (the ingest hot path).

@@ -18,7 +18,14 @@ from strongroom.api.dependencies import (
     screened_body,
 )
 from strongroom.domain.access import Scope
-from strongroom.domain.topics import AUDIT, RAW, TOKENIZED, dead_letter_topic
+from strongroom.domain.topics import (
+    AUDIT,
+    RAW,
+    RISK_DECISIONS,
+    RISK_SIGNALS,
+    TOKENIZED,
+    dead_letter_topic,
+)
 from strongroom.errors import NotFound
 from strongroom.ports import StoredRecord
 from strongroom.services.auth import Principal
@@ -26,8 +33,10 @@ from strongroom.services.auth import Principal
 StreamReader = Annotated[Principal, Depends(requires(Scope.STREAMS_READ))]
 router = APIRouter(tags=["streams"], dependencies=[Depends(screened_body)])
 
-READABLE_TOPICS: Final = frozenset({TOKENIZED, dead_letter_topic(TOKENIZED), RAW, AUDIT})
-GROUP_TOPICS: Final = frozenset({TOKENIZED, RAW})
+READABLE_TOPICS: Final = frozenset(
+    {TOKENIZED, dead_letter_topic(TOKENIZED), RAW, AUDIT, RISK_DECISIONS, RISK_SIGNALS}
+)
+GROUP_TOPICS: Final = frozenset({TOKENIZED, RAW, RISK_DECISIONS, RISK_SIGNALS})
 NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 TopicName = Annotated[str, Path(max_length=128)]
