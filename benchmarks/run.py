@@ -9,7 +9,8 @@ leaving the rest of the document (and other groups' sections) as they were.
 Groups: ``ingest`` (single events and batches against a bare-endpoint baseline),
 ``keys`` (managed vs configured API keys on one gateway, alternating rounds),
 ``audit`` (the audit trail in-process, no HTTP: append rates, a million-record
-log, ``verify`` and Merkle proofs) and ``vault`` (in ``benchmarks/vault.py``: the
+log, ``verify`` and Merkle proofs), ``risk`` (in ``benchmarks/risk.py``: evaluations
+in process and over HTTP) and ``vault`` (in ``benchmarks/vault.py``: the
 seal recipe against OpenBao Transit, tokenizing in process and over HTTP). A
 group whose figures are not one wrk run per row passes ``summary=`` to print its
 own tables, and may add pass/fail ``checks`` to its report; a failed check fails
@@ -2174,6 +2175,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 # ``benchmarks.run``; run as ``python -m benchmarks.run`` this file is ``__main__``,
 # so it is entered under that name first, or they would load and fill a second copy.
 sys.modules.setdefault("benchmarks.run", sys.modules[__name__])
+import benchmarks.postgres  # noqa: E402
+import benchmarks.risk  # noqa: E402
 import benchmarks.vault  # noqa: E402, F401
 
 
