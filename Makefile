@@ -35,8 +35,16 @@ lint: $(DEV_STAMP)
 types: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
+# The whole suite on the embedded store, then again with every test's store on
+# PostgreSQL (127.0.0.1:5432, or $$STRONGROOM_TEST_POSTGRES); folders that never
+# touch the store, or already run on both, are not repeated.
+PG_PASS_SKIPS := --ignore=tests/unit --ignore=tests/kms --ignore=tests/contract \
+	--ignore=tests/postgres --ignore=tests/scale --ignore=tests/risk \
+	--ignore=tests/e2e/test_fresh_checkout.py
+
 test: lint types
 	$(VENV)/bin/pytest --cov --cov-report=term $(PYTEST_ARGS)
+	STRONGROOM_TEST_DATABASE=postgres $(VENV)/bin/pytest -q -p no:cacheprovider tests $(PG_PASS_SKIPS) $(PYTEST_ARGS)
 
 unit: $(DEV_STAMP)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)

@@ -12,6 +12,16 @@ from strongroom.api.app import create_app
 from strongroom.config import Settings
 from support import GatewayProcess, gateway_starter
 from support_app import make_settings, peer, running
+from support_database import SERVER, SWITCH, on_postgres
+
+
+def pytest_report_header() -> str:
+    """Say where this run keeps the stores, so a CI log shows which pass it is."""
+    if on_postgres():
+        # Host, port and database only: the URL may carry a password.
+        server = SERVER.rsplit("@", 1)[-1]
+        return f"store: a PostgreSQL database per data dir on {server} ({SWITCH}=postgres)"
+    return f"store: SQLite in each data dir (set {SWITCH}=postgres for PostgreSQL)"
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import httpx
 
 from strongroom.domain.cards import contains_pan
 from support_cli import clean_env, cli_argv
+from support_database import database_contents, database_env
 
 KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "test-key-fedcba9876543210"
@@ -99,6 +100,17 @@ def event_ids(records: Iterable[dict[str, Any]]) -> list[str]:
     return [record["record"]["event_id"] for record in records]
 
 
+def stored_contents(data_dir: Path) -> dict[str, bytes]:
+    """Everything the gateway keeps for ``data_dir``: each file in it, by its relative
+    path, and on PostgreSQL each table of its database (``database:TABLE``)."""
+    files = {
+        str(path.relative_to(data_dir)): path.read_bytes()
+        for path in sorted(data_dir.rglob("*"))
+        if path.is_file()
+    }
+    return {**files, **database_contents(data_dir)}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -109,8 +121,9 @@ class GatewayProcess:
     """``strongroom serve`` as a child process, with its output captured to files.
 
     The environment is this process's without ``STRONGROOM_*`` variables, with
-    ``STRONGROOM_API_KEYS=KEY``, plus ``env``, minus ``unset``; ``command`` replaces
-    ``python -m strongroom`` (another installation's ``strongroom`` script, say).
+    ``STRONGROOM_API_KEYS=KEY`` and the data dir's database (see ``support_database``),
+    plus ``env``, minus ``unset``; ``command`` replaces ``python -m strongroom``
+    (another installation's ``strongroom`` script, say).
     """
 
     def __init__(
@@ -126,7 +139,10 @@ class GatewayProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.stdout_path = data_dir.parent / f"gateway-{self.port}.out"
         self.stderr_path = data_dir.parent / f"gateway-{self.port}.err"
-        self.env = clean_env({"STRONGROOM_API_KEYS": KEY, **(env or {})}, unset=unset)
+        env = env or {}
+        # A test that names a database of its own gets that one alone.
+        database = {} if "STRONGROOM_DATABASE_URL" in env else database_env(data_dir)
+        self.env = clean_env({"STRONGROOM_API_KEYS": KEY, **database, **env}, unset=unset)
         self.command = list(command) if command else None
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -25,18 +25,23 @@ from strongroom.domain.access import Role, parse_scopes
 from strongroom.domain.tenancy import Tenant
 from strongroom.services.keys import IssuedKey
 from support import KEY, OTHER_KEY
+from support_database import database_overrides
 
 T = TypeVar("T")
 
 
 def make_settings(directory: Path, **overrides: Any) -> Settings:
-    """Data in ``directory/data``, the two test keys configured, no access log; plus
-    ``overrides`` (rate limits, sizes, keys)."""
+    """Data in ``directory/data`` (its store where the suite is switched to, see
+    ``support_database``), the two test keys configured, no access log; plus
+    ``overrides`` (rate limits, sizes, keys, a database URL of its own)."""
+    data_dir = directory / "data"
     values: dict[str, Any] = {
-        "data_dir": directory / "data",
+        "data_dir": data_dir,
         "api_keys": (SecretStr(KEY), SecretStr(OTHER_KEY)),
         "access_log": False,
     }
+    if "database_url" not in overrides:
+        values.update(database_overrides(data_dir))
     values.update(overrides)
     return Settings(**values)
 

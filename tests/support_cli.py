@@ -7,7 +7,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
+
+from support_database import database_env
+
+#: Commands that make an install where there is none. Any other command pointed at a
+#: missing data dir must answer "no Strongroom data", so it is not given a database.
+_CREATING: Final = (("init",), ("serve",), ("tenants", "create"), ("db",))
 
 
 def clean_env(extra: dict[str, str] | None = None, *, unset: Iterable[str] = ()) -> dict[str, str]:
@@ -18,6 +25,27 @@ def clean_env(extra: dict[str, str] | None = None, *, unset: Iterable[str] = ())
     for name in unset:
         env.pop(name, None)
     return env
+
+
+def data_dir_env(args: Sequence[str], env: dict[str, str] | None = None) -> dict[str, str]:
+    """The database of the data dir that ``args`` name with ``--data-dir`` (see
+    ``support_database``; nothing on SQLite), for a command on an install: one that
+    exists, or one the command makes (``_CREATING``). Nothing if ``args`` or the
+    command's own ``env`` name a database."""
+    if "STRONGROOM_DATABASE_URL" in (env or {}) or any(
+        arg == "--database-url" or arg.startswith("--database-url=") for arg in args
+    ):
+        return {}
+    data_dir: Path | None = None
+    for index, arg in enumerate(args):
+        if arg == "--data-dir" and index + 1 < len(args):
+            data_dir = Path(args[index + 1])
+        elif arg.startswith("--data-dir="):
+            data_dir = Path(arg.partition("=")[2])
+    if data_dir is None:
+        return {}
+    creating = any(tuple(args[: len(words)]) == words for words in _CREATING)
+    return database_env(data_dir) if creating or data_dir.exists() else {}
 
 
 def cli_argv(*args: str, command: Sequence[str] | None = None) -> list[str]:
@@ -31,12 +59,13 @@ def cli(
     timeout: float = 60,
     command: Sequence[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``strongroom ARGS`` (see ``cli_argv``) with a clean environment, output captured."""
+    """``strongroom ARGS`` (see ``cli_argv``) with a clean environment (plus the data dir's
+    database, see ``data_dir_env``, and ``env``), output captured."""
     return subprocess.run(
         cli_argv(*args, command=command),
         capture_output=True,
         text=True,
-        env=clean_env(env),
+        env=clean_env({**data_dir_env(args, env), **(env or {})}),
         timeout=timeout,
         check=False,
     )

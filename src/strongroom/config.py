@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     def database_path(self) -> Path:
         return self.data_dir / "strongroom.db"
 
+    @property
+    def pepper_path(self) -> Path:
+        """The install's pepper (its name is fixed in ``crypto.keyed_hash``)."""
+        return self.data_dir / "pepper"
+
     def redacted(self) -> dict[str, Any]:
         """The effective configuration with every secret replaced by a count or a mask."""
         shown: dict[str, Any] = {}

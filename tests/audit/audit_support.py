@@ -1,5 +1,6 @@
 """Helpers for the audit-trail tests: an in-process gateway, real processes, the CLI,
-and direct SQLite access to the audit tables as an attacker (or a DBA) would have it.
+and direct access to the audit tables (sqlite3 on the SQLite file, or a plain
+connection to the PostgreSQL database) as an attacker (or a DBA) would have it.
 
 Nothing here imports ``strongroom.domain.merkle``: the proof checks in these tests
 recompute everything with ``hashlib`` so that a bug in the product's tree math
@@ -12,10 +13,9 @@ import contextlib
 import functools
 import hashlib
 import json
-import sqlite3
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -31,9 +31,9 @@ from strongroom.observability.logging import get_logger
 from strongroom.observability.metrics import Metrics
 from support import KEY_IN_TEXT, GatewayProcess, bearer
 from support_app import InProcessGateway, make_settings, read_pages, serving
-from support_cli import clean_env, cli_argv
+from support_cli import clean_env, cli_argv, data_dir_env
+from support_database import Connection, connected, on_postgres
 
-DB_FILE: Final = "strongroom.db"
 RECORD_FIELDS: Final = (
     "seq", "time", "tenant", "actor", "action", "outcome", "origin", "resource", "details",
 )  # fmt: skip
@@ -142,16 +142,18 @@ class Verdict:
 
 def verify_many(jobs: Sequence[tuple[Path, Sequence[str]]], timeout: float = 120) -> list[Verdict]:
     """Run ``strongroom audit verify --json --data-dir D EXTRA`` for every job at once."""
-    processes = [
-        subprocess.Popen(
-            cli_argv("audit", "verify", "--json", "--data-dir", str(data_dir), *extra),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=clean_env(),
+    processes = []
+    for data_dir, extra in jobs:
+        args = ("audit", "verify", "--json", "--data-dir", str(data_dir), *extra)
+        processes.append(
+            subprocess.Popen(
+                cli_argv(*args),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=clean_env(data_dir_env(args)),
+            )
         )
-        for data_dir, extra in jobs
-    ]
     verdicts = []
     for process in processes:
         stdout, stderr = process.communicate(timeout=timeout)
@@ -176,7 +178,7 @@ def cli_in_process(*args: str, env: dict[str, str] | None = None) -> Any:
 
     from strongroom.cli import app
 
-    return CliRunner().invoke(app, list(args), env=env or {})
+    return CliRunner().invoke(app, list(args), env={**data_dir_env(args, env), **(env or {})})
 
 
 def verify_in_process(data_dir: Path, *extra: str) -> Verdict:
@@ -197,43 +199,44 @@ def bootstrap_key(process: GatewayProcess) -> str:
 # -- the database, directly ---------------------------------------------------------------
 
 
-def connect(data_dir: Path) -> sqlite3.Connection:
-    """A plain sqlite3 connection to the data dir's database (autocommit)."""
-    connection = sqlite3.connect(data_dir / DB_FILE, isolation_level=None)
-    connection.execute("PRAGMA busy_timeout = 5000")
-    return connection
+#: ``support_database.connected``: a plain autocommit connection to the data dir's store.
+database = connected
 
 
-@contextlib.contextmanager
-def database(data_dir: Path) -> Iterator[sqlite3.Connection]:
-    connection = connect(data_dir)
-    try:
-        yield connection
-    finally:
-        connection.close()
+def _triggers(connection: Connection) -> list[tuple[str, str]]:
+    """(trigger, table) of every audit guard."""
+    if on_postgres():
+        query = (
+            "SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE NOT t.tgisinternal AND t.tgname LIKE 'audit%' ORDER BY t.tgname"
+        )
+    else:
+        query = (
+            "SELECT name, tbl_name FROM sqlite_master "
+            "WHERE type = 'trigger' AND name LIKE 'audit%' ORDER BY name"
+        )
+    return [(name, table) for name, table in connection.execute(query).fetchall()]
 
 
-def audit_triggers(connection: sqlite3.Connection) -> list[str]:
-    rows = connection.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'audit%' ORDER BY name"
-    ).fetchall()
-    return [name for (name,) in rows]
+def audit_triggers(connection: Connection) -> list[str]:
+    return [name for name, _ in _triggers(connection)]
 
 
-def drop_audit_triggers(connection: sqlite3.Connection) -> list[str]:
+def drop_audit_triggers(connection: Connection) -> list[str]:
     """What a DBA can do: remove the guards before rewriting history."""
-    dropped = audit_triggers(connection)
-    for name in dropped:
-        connection.execute(f'DROP TRIGGER "{name}"')
-    return dropped
+    dropped = _triggers(connection)
+    for name, table in dropped:
+        on_table = f' ON "{table}"' if on_postgres() else ""
+        connection.execute(f'DROP TRIGGER "{name}"{on_table}')
+    return [name for name, _ in dropped]
 
 
-def stored_rows(connection: sqlite3.Connection) -> list[tuple[int, bytes, bytes]]:
+def stored_rows(connection: Connection) -> list[tuple[int, bytes, bytes]]:
     rows = connection.execute("SELECT seq, data, leaf FROM audit_records ORDER BY seq").fetchall()
     return [(seq, bytes(data), bytes(leaf)) for seq, data, leaf in rows]
 
 
-def checkpoint_sizes(connection: sqlite3.Connection) -> list[int]:
+def checkpoint_sizes(connection: Connection) -> list[int]:
     rows = connection.execute("SELECT tree_size FROM audit_checkpoints ORDER BY tree_size")
     return [size for (size,) in rows.fetchall()]
 

@@ -24,7 +24,6 @@ import binascii
 import hashlib
 import itertools
 import json
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from support import bearer
+from support_database import Connection
 from support_problems import assert_problem
 
 # ---------------------------------------------------------------------------------------
@@ -305,7 +305,7 @@ def _hexes(values: list[str]) -> list[bytes]:
     return [bytes.fromhex(v) for v in values]
 
 
-def _stored(connection: sqlite3.Connection) -> tuple[list[bytes], list[str]]:
+def _stored(connection: Connection) -> tuple[list[bytes], list[str]]:
     rows = connection.execute("SELECT seq, data FROM audit_records ORDER BY seq").fetchall()
     assert [seq for seq, _ in rows] == list(range(len(rows)))
     notes = connection.execute("SELECT note FROM audit_checkpoints ORDER BY tree_size").fetchall()

@@ -2,9 +2,10 @@
 
 The log is built once in process: 2 setup records, then 40 more with checkpoints
 signed at sizes 15 and 31 and at shutdown (42). Each case then copies the data dir
-and, as an attacker with direct sqlite3 access, first drops the audit triggers (a
-DBA can) and rewrites history. ``strongroom audit verify --json`` (a subprocess)
-must exit 1 naming the first damaged sequence number and the kind of damage:
+(and on PostgreSQL its database) and, as an attacker with direct database access,
+first drops the audit triggers (a DBA can) and rewrites history.
+``strongroom audit verify --json`` (a subprocess) must exit 1 naming the first
+damaged sequence number and the kind of damage:
 
 * a flipped byte in a record's data → ``modified`` at that seq;
 * a flipped byte with its ``leaf`` recomputed → damage at that seq or the next
@@ -20,8 +21,9 @@ must exit 1 naming the first damaged sequence number and the kind of damage:
   key → ``bad_checkpoint`` at that checkpoint's size;
 * the untouched log → exit 0.
 
-With the triggers in place, UPDATE, DELETE and INSERT OR REPLACE of audit rows fail
-in the database, and the prune horizon only advances, never past the newest checkpoint.
+With the triggers in place, UPDATE, DELETE, upserts and (on SQLite) INSERT OR REPLACE
+of audit rows fail in the database, and the prune horizon only advances, never past
+the newest checkpoint.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import shutil
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,8 @@ from audit_support import (
 )
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from support_database import DATABASE_ERRORS, Connection, copy_data_dir, on_postgres
 
 FIRST_CHECKPOINT: Final = 15
 SECOND_CHECKPOINT: Final = 31
@@ -112,13 +114,13 @@ def canonical(document: dict[str, Any]) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def shift_up_from(connection: sqlite3.Connection, seq: int) -> None:
+def shift_up_from(connection: Connection, seq: int) -> None:
     """Move every row at ``seq`` or later one place up (in two steps: seq is the key)."""
     connection.execute("UPDATE audit_records SET seq = -(seq + 1) WHERE seq >= ?", (seq,))
     connection.execute("UPDATE audit_records SET seq = -seq WHERE seq < 0")
 
 
-def insert_row(connection: sqlite3.Connection, seq: int, data: bytes) -> None:
+def insert_row(connection: Connection, seq: int, data: bytes) -> None:
     document = json.loads(data)
     connection.execute(
         "INSERT INTO audit_records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -129,7 +131,7 @@ def insert_row(connection: sqlite3.Connection, seq: int, data: bytes) -> None:
     )  # fmt: skip
 
 
-def replace_note(connection: sqlite3.Connection, tree_size: int, note: str) -> None:
+def replace_note(connection: Connection, tree_size: int, note: str) -> None:
     connection.execute(
         "UPDATE audit_checkpoints SET note = ? WHERE tree_size = ?", (note, tree_size)
     )
@@ -155,14 +157,14 @@ def other_root(lines: list[str]) -> list[str]:
 # -- the cases -----------------------------------------------------------------------------
 
 
-Tamper = Callable[[sqlite3.Connection, Pristine], None]
+Tamper = Callable[[Connection, Pristine], None]
 
 
-def untouched(connection: sqlite3.Connection, pristine: Pristine) -> None:
+def untouched(connection: Connection, pristine: Pristine) -> None:
     return None
 
 
-def modify_data(connection: sqlite3.Connection, pristine: Pristine) -> None:
+def modify_data(connection: Connection, pristine: Pristine) -> None:
     _, data, _ = pristine.rows[FLIPPED]
     connection.execute(
         "UPDATE audit_records SET data = ? WHERE seq = ?", (flip_actor_byte(data), FLIPPED)
@@ -170,7 +172,7 @@ def modify_data(connection: sqlite3.Connection, pristine: Pristine) -> None:
 
 
 def rehash_at(seq: int) -> Tamper:
-    def tamper(connection: sqlite3.Connection, pristine: Pristine) -> None:
+    def tamper(connection: Connection, pristine: Pristine) -> None:
         _, data, _ = pristine.rows[seq]
         forged = flip_actor_byte(data)
         connection.execute(
@@ -182,13 +184,13 @@ def rehash_at(seq: int) -> Tamper:
 
 
 def delete_row(seq: int) -> Tamper:
-    def tamper(connection: sqlite3.Connection, pristine: Pristine) -> None:
+    def tamper(connection: Connection, pristine: Pristine) -> None:
         connection.execute("DELETE FROM audit_records WHERE seq = ?", (seq,))
 
     return tamper
 
 
-def swap_rows(connection: sqlite3.Connection, pristine: Pristine) -> None:
+def swap_rows(connection: Connection, pristine: Pristine) -> None:
     first, second = SWAPPED
     for here, there in ((first, second), (second, first)):
         _, data, leaf = pristine.rows[there]
@@ -200,7 +202,7 @@ def swap_rows(connection: sqlite3.Connection, pristine: Pristine) -> None:
 def insert_forged(*, chained: bool) -> Tamper:
     """A forged record at INSERTED_AT; chained=True links it to the record before it."""
 
-    def tamper(connection: sqlite3.Connection, pristine: Pristine) -> None:
+    def tamper(connection: Connection, pristine: Pristine) -> None:
         _, model, _ = pristine.rows[INSERTED_AT]
         document = json.loads(model)
         document.update(actor="mallory", action="key.created", details={"forged": True})
@@ -212,27 +214,27 @@ def insert_forged(*, chained: bool) -> Tamper:
     return tamper
 
 
-def truncate(connection: sqlite3.Connection, pristine: Pristine) -> None:
+def truncate(connection: Connection, pristine: Pristine) -> None:
     connection.execute("DELETE FROM audit_records WHERE seq >= ?", (TRUNCATED_TO,))
 
 
-def truncate_and_drop_checkpoints(connection: sqlite3.Connection, pristine: Pristine) -> None:
+def truncate_and_drop_checkpoints(connection: Connection, pristine: Pristine) -> None:
     truncate(connection, pristine)
     connection.execute("DELETE FROM audit_checkpoints WHERE tree_size > ?", (TRUNCATED_TO,))
 
 
-def alter_checkpoint_root(connection: sqlite3.Connection, pristine: Pristine) -> None:
+def alter_checkpoint_root(connection: Connection, pristine: Pristine) -> None:
     lines, name, blob = split_note(pristine.notes[SECOND_CHECKPOINT])
     replace_note(connection, SECOND_CHECKPOINT, join_note(other_root(lines), name, blob))
 
 
-def alter_checkpoint_signature(connection: sqlite3.Connection, pristine: Pristine) -> None:
+def alter_checkpoint_signature(connection: Connection, pristine: Pristine) -> None:
     lines, name, blob = split_note(pristine.notes[SECOND_CHECKPOINT])
     flipped = blob[:10] + bytes([blob[10] ^ 0x01]) + blob[11:]
     replace_note(connection, SECOND_CHECKPOINT, join_note(lines, name, flipped))
 
 
-def resign_checkpoint_with_own_key(connection: sqlite3.Connection, pristine: Pristine) -> None:
+def resign_checkpoint_with_own_key(connection: Connection, pristine: Pristine) -> None:
     """A well-formed note for another root, signed by a key the attacker holds."""
     lines, name, _ = split_note(pristine.notes[SECOND_CHECKPOINT])
     lines = other_root(lines)
@@ -313,7 +315,7 @@ def verdicts(pristine: Pristine, tmp_path_factory: pytest.TempPathFactory) -> di
     jobs: dict[str, tuple[Path, list[str]]] = {}
     for name, case in CASES.items():
         copy = root / name / "data"
-        shutil.copytree(pristine.data_dir, copy)
+        copy_data_dir(pristine.data_dir, copy)
         with database(copy) as connection:
             if case.tamper is not untouched:
                 assert drop_audit_triggers(connection), "no audit triggers to drop"
@@ -370,24 +372,27 @@ def test_the_saved_checkpoint_holds_for_the_untouched_log(
 
 
 @pytest.fixture
-def guarded(pristine: Pristine, tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    """A copy of the pristine log, triggers in place, and a plain sqlite3 connection to it."""
+def guarded(pristine: Pristine, tmp_path: Path) -> Iterator[Connection]:
+    """A copy of the pristine log, triggers in place, and a plain connection to it."""
     copy = tmp_path / "data"
-    shutil.copytree(pristine.data_dir, copy)
+    copy_data_dir(pristine.data_dir, copy)
     with database(copy) as connection:
         yield connection
 
 
 REFUSED_CHANGES: Final = {
     "update-record": "UPDATE audit_records SET actor = 'mallory' WHERE seq = 5",
-    "update-record-data": "UPDATE audit_records SET data = x'00', leaf = x'00' WHERE seq = 5",
+    "update-record-data": "UPDATE audit_records SET data = leaf, leaf = data WHERE seq = 5",
     "upsert-record": (
         "INSERT INTO audit_records SELECT * FROM audit_records WHERE seq = 5 "
         "ON CONFLICT (seq) DO UPDATE SET actor = 'mallory'"
     ),
     "delete-record": "DELETE FROM audit_records WHERE seq = 5",
     "delete-all-records": "DELETE FROM audit_records",
-    "update-node": "UPDATE audit_nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 5",
+    "update-node": (
+        "UPDATE audit_nodes SET hash = (SELECT hash FROM audit_nodes WHERE level = 0 AND idx = 6) "
+        "WHERE level = 0 AND idx = 5"
+    ),
     "delete-node": "DELETE FROM audit_nodes WHERE level = 0 AND idx = 5",
     "update-checkpoint": "UPDATE audit_checkpoints SET note = 'x' WHERE tree_size = 15",
     "delete-checkpoint": "DELETE FROM audit_checkpoints WHERE tree_size = 15",
@@ -423,42 +428,44 @@ SNAPSHOT: Final = (
 )
 
 
-def _snapshot(connection: sqlite3.Connection) -> list[list[tuple[Any, ...]]]:
+def _snapshot(connection: Connection) -> list[list[tuple[Any, ...]]]:
     return [connection.execute(query).fetchall() for query in SNAPSHOT]
 
 
 @pytest.mark.parametrize("statement", REFUSED_CHANGES.values(), ids=REFUSED_CHANGES.keys())
 def test_the_database_refuses_to_change_or_delete_audit_rows(
-    guarded: sqlite3.Connection, statement: str
+    guarded: Connection, statement: str
 ) -> None:
     before = _snapshot(guarded)
-    with pytest.raises(sqlite3.DatabaseError, match=r"audit|prune horizon"):
+    with pytest.raises(DATABASE_ERRORS, match=r"audit|prune horizon"):
         guarded.execute(statement)
     assert _snapshot(guarded) == before
 
 
+@pytest.mark.skipif(
+    on_postgres(),
+    reason="INSERT OR REPLACE is SQLite syntax; PostgreSQL's upsert is the upsert-record case",
+)
 @pytest.mark.parametrize(
     "statement", REFUSED_REPLACEMENTS.values(), ids=REFUSED_REPLACEMENTS.keys()
 )
-def test_the_database_refuses_to_replace_audit_rows(
-    guarded: sqlite3.Connection, statement: str
-) -> None:
+def test_the_database_refuses_to_replace_audit_rows(guarded: Connection, statement: str) -> None:
     before = _snapshot(guarded)
-    with pytest.raises(sqlite3.DatabaseError):
+    with pytest.raises(DATABASE_ERRORS):
         guarded.execute(statement)
     assert _snapshot(guarded) == before
 
 
-def _horizon(connection: sqlite3.Connection) -> int:
+def _horizon(connection: Connection) -> int:
     (value,) = connection.execute("SELECT horizon FROM audit_prune_horizon").fetchone()
     return int(value)
 
 
 def test_the_prune_horizon_only_advances_and_never_past_the_newest_checkpoint(
-    guarded: sqlite3.Connection,
+    guarded: Connection,
 ) -> None:
     assert _horizon(guarded) == 0
-    with pytest.raises(sqlite3.DatabaseError, match="prune horizon"):
+    with pytest.raises(DATABASE_ERRORS, match="prune horizon"):
         guarded.execute("UPDATE audit_prune_horizon SET horizon = ?", (LOG_SIZE + 1,))
     assert _horizon(guarded) == 0
 
@@ -467,15 +474,16 @@ def test_the_prune_horizon_only_advances_and_never_past_the_newest_checkpoint(
     # Records behind the horizon may go; the first one at it may not.
     deleted = guarded.execute("DELETE FROM audit_records WHERE seq < ?", (FIRST_CHECKPOINT,))
     assert deleted.rowcount == FIRST_CHECKPOINT
-    with pytest.raises(sqlite3.DatabaseError, match="checkpoint"):
+    with pytest.raises(DATABASE_ERRORS, match="checkpoint"):
         guarded.execute("DELETE FROM audit_records WHERE seq = ?", (FIRST_CHECKPOINT,))
 
-    with pytest.raises(sqlite3.DatabaseError, match="prune horizon"):
+    with pytest.raises(DATABASE_ERRORS, match="prune horizon"):
         guarded.execute("UPDATE audit_prune_horizon SET horizon = ?", (FIRST_CHECKPOINT - 1,))
     guarded.execute("UPDATE audit_prune_horizon SET horizon = ?", (LOG_SIZE,))
-    with pytest.raises(sqlite3.DatabaseError, match="prune horizon"):
+    with pytest.raises(DATABASE_ERRORS, match="prune horizon"):
         guarded.execute("UPDATE audit_prune_horizon SET horizon = ?", (LOG_SIZE + 1,))
     assert _horizon(guarded) == LOG_SIZE
-    with pytest.raises(sqlite3.DatabaseError, match="prune horizon"):
+    # SQLite names the horizon; PostgreSQL refuses it as it refuses any audit row change.
+    with pytest.raises(DATABASE_ERRORS, match=r"prune horizon|append-only"):
         guarded.execute("DELETE FROM audit_prune_horizon")
     assert _horizon(guarded) == LOG_SIZE

@@ -14,7 +14,7 @@ import pytest
 from e2e_helpers import TOPIC, card_free_event, cli, strongroom_command
 
 from strongroom.crypto.keyed_hash import keyed_hash
-from support import KEY, OTHER_KEY, GatewayProcess
+from support import KEY, OTHER_KEY, GatewayProcess, stored_contents
 from support_cli import clean_env
 
 pytestmark = pytest.mark.slow
@@ -45,16 +45,16 @@ def test_bootstrap_key_is_printed_once_and_only_its_keyed_hash_is_stored(
     assert key not in first.stderr(), "the bootstrap key reached the log"
 
     data_dir = first.data_dir
-    for path in _files(data_dir):
-        assert key.encode() not in path.read_bytes(), f"{path.name} holds the clear key"
-    pepper = next(path for path in _files(data_dir) if path.name == "pepper").read_bytes()
-    hashed = keyed_hash(pepper, key)
+    stored = stored_contents(data_dir)
+    for name, content in stored.items():
+        assert key.encode() not in content, f"{name} holds the clear key"
+    hashed = keyed_hash(stored["pepper"], key)
     holders = [
-        path
-        for path in _files(data_dir)
-        if hashed in path.read_bytes() or hashed.hex().encode() in path.read_bytes()
+        name
+        for name, content in stored.items()
+        if hashed in content or hashed.hex().encode() in content
     ]
-    assert holders, "no file in the data dir holds the key's keyed hash"
+    assert holders, "the store does not hold the key's keyed hash"
     # The store itself lives in a 0700 directory; the secrets beside it are 0600.
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((data_dir / "pepper").stat().st_mode) == 0o600

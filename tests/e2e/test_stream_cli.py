@@ -15,7 +15,7 @@ import pytest
 from e2e_helpers import TOPIC, LineReader, card_free_event, cli, read_topic_cli, strongroom_command
 
 from support import JSON_HEADERS, UNTHROTTLED_ENV, GatewayProcess
-from support_cli import clean_env
+from support_cli import clean_env, data_dir_env
 
 pytestmark = pytest.mark.slow
 
@@ -85,16 +85,17 @@ def test_tail_follow_picks_up_new_records(start_gateway: Callable[..., GatewayPr
     gateway = start_gateway(env=UNTHROTTLED_ENV)
     with gateway.client() as client:
         _ingest(client, 25)
+    args = (
+        "stream", "tail", "--topic", TOPIC, "--from", "20",
+        "--json", "--follow", "--data-dir", str(gateway.data_dir),
+    )  # fmt: skip
     follower = subprocess.Popen(
-        [
-            *strongroom_command(), "stream", "tail", "--topic", TOPIC, "--from", "20",
-            "--json", "--follow", "--data-dir", str(gateway.data_dir),
-        ],
+        [*strongroom_command(), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=clean_env(),
-    )  # fmt: skip
+        env=clean_env(data_dir_env(args)),
+    )
     assert follower.stdout is not None
     assert follower.stderr is not None
     reader = LineReader(follower.stdout)

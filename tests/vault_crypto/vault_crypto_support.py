@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import random
-import sqlite3
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from strongroom.services.data_keys import DataKeyService
 from strongroom.services.tokens import VAULT_TABLE
 from strongroom.services.transaction_signing import SECRET_NAME, secret_context
 from support import card_free_event
+from support_database import connected
 
 #: A fixed starting time, so a test's deadlines are plain arithmetic.
 EPOCH: Final = 1_800_000_000.0
@@ -156,11 +156,11 @@ def card_body(event: dict[str, Any], number: str) -> bytes:
 
 
 def data_key_rows(data_dir: Path, tenant: str) -> int:
-    """Rows of ``tenant`` in the ``data_keys`` table, read with sqlite3, not the product."""
-    with contextlib.closing(sqlite3.connect(data_dir / "strongroom.db")) as db:
-        query = "SELECT count(*) FROM data_keys WHERE tenant = ?"
-        (count,) = db.execute(query, (tenant,)).fetchone()
-    return int(count)
+    """Rows of ``tenant`` in the ``data_keys`` table, read around the product."""
+    with connected(data_dir) as db:
+        row = db.execute("SELECT count(*) FROM data_keys WHERE tenant = ?", (tenant,)).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,14 @@ def settings_or_exit(**overrides: Any) -> Settings:
 
 
 def existing_data_dir(settings: Settings) -> Settings:
-    if settings.database_url is None and not settings.database_path.exists():
+    """Refuse a data dir holding no install.
+
+    With a database URL the data dir still holds the install's secrets (the
+    pepper above all): a command run against a wrong dir would otherwise create
+    fresh ones and write records the gateways cannot read.
+    """
+    marker = settings.database_path if settings.database_url is None else settings.pepper_path
+    if not marker.exists():
         fail(
             f"no Strongroom data in {settings.data_dir}; run 'strongroom init' "
             "(or start the gateway) there first, or pass --data-dir"
