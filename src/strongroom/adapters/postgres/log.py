@@ -36,7 +36,6 @@ Rules:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -44,6 +43,7 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import Row, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from strongroom.adapters.dead_letters import dead_letter_record, dead_letters_from
 from strongroom.adapters.postgres.batcher import GroupCommit, retry_alone
 from strongroom.adapters.sql.engine import translate_errors
 from strongroom.domain.topics import dead_letter_topic
@@ -379,7 +379,7 @@ class PostgresEventLog(EventLog):
                 if record is None or count >= max_deliveries:
                     settled.append(offset)
                     if record is not None:
-                        letters.append(_dead_letter(record, group, count, now))
+                        letters.append(dead_letter_record(record, group, count, now))
                     continue
                 redelivered.append(offset)
                 deliveries.append(Delivery(record, count + 1))
@@ -508,25 +508,7 @@ class PostgresEventLog(EventLog):
         rows = await connection.execute(
             _SQL["dead_letters"], {"topic": dead_letter_topic(topic), "tenant": tenant}
         )
-        letters: list[DeadLetter] = []
-        for offset, payload, replayed_at in rows:
-            envelope = json.loads(payload)
-            if group is not None and envelope["group"] != group:
-                continue
-            letters.append(
-                DeadLetter(
-                    dead_letter_offset=int(offset),
-                    topic=envelope["topic"],
-                    group=envelope["group"],
-                    offset=envelope["offset"],
-                    deliveries=envelope["deliveries"],
-                    dead_at=envelope["dead_at"],
-                    replayed=replayed_at is not None,
-                )
-            )
-            if limit is not None and len(letters) >= limit:
-                break
-        return letters
+        return dead_letters_from(rows, group, limit)
 
     async def dead_letters(
         self, topic: str, *, tenant: str, group: str | None, limit: int
@@ -551,20 +533,3 @@ class PostgresEventLog(EventLog):
     async def aclose(self) -> None:
         """Commit what is queued; the engine is disposed by its owner (the store)."""
         await self._writer.aclose()
-
-
-def _dead_letter(record: StoredRecord, group: str, deliveries: int, now: float) -> NewRecord:
-    envelope = {
-        "topic": record.topic,
-        "offset": record.offset,
-        "group": group,
-        "deliveries": deliveries,
-        "dead_at": now,
-        "record_id": record.record_id,
-    }
-    return NewRecord(
-        tenant=record.tenant,
-        record_id=f"{group}:{record.offset}:{deliveries}:{now}",
-        key=record.key,
-        payload=json.dumps(envelope, separators=(",", ":")).encode(),
-    )

@@ -7,10 +7,10 @@ dedup mark is set before the stream write fails).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 
+from strongroom.adapters.dead_letters import dead_letter_record, dead_letters_from
 from strongroom.adapters.sqlite.database import SqliteDatabase
 from strongroom.domain.topics import dead_letter_topic
 from strongroom.ports import (
@@ -249,25 +249,10 @@ class SqliteEventLog(EventLog):
         deliveries: int,
         now: float,
     ) -> None:
-        envelope = {
-            "topic": record.topic,
-            "offset": record.offset,
-            "group": group,
-            "deliveries": deliveries,
-            "dead_at": now,
-            "record_id": record.record_id,
-        }
         self.append_in(
             connection,
             dead_letter_topic(record.topic),
-            [
-                NewRecord(
-                    tenant=record.tenant,
-                    record_id=f"{group}:{record.offset}:{deliveries}:{now}",
-                    key=record.key,
-                    payload=json.dumps(envelope, separators=(",", ":")).encode(),
-                )
-            ],
+            [dead_letter_record(record, group, deliveries, now)],
             now,
         )
 
@@ -350,25 +335,7 @@ class SqliteEventLog(EventLog):
             'WHERE r.topic = ? AND r.tenant = ? ORDER BY r."offset"',
             (dead_letter_topic(topic), tenant),
         )
-        letters: list[DeadLetter] = []
-        for offset, payload, replayed_at in rows:
-            envelope = json.loads(payload)
-            if group is not None and envelope["group"] != group:
-                continue
-            letters.append(
-                DeadLetter(
-                    dead_letter_offset=offset,
-                    topic=envelope["topic"],
-                    group=envelope["group"],
-                    offset=envelope["offset"],
-                    deliveries=envelope["deliveries"],
-                    dead_at=envelope["dead_at"],
-                    replayed=replayed_at is not None,
-                )
-            )
-            if limit is not None and len(letters) >= limit:
-                break
-        return letters
+        return dead_letters_from(rows, group, limit)
 
     async def dead_letters(
         self, topic: str, *, tenant: str, group: str | None, limit: int
