@@ -22,7 +22,7 @@ ENV_FILE_VARIABLE = "STRONGROOM_ENV_FILE"
 MIN_API_KEY_LENGTH = 16
 
 _SECRET_LISTS = frozenset({"api_keys", "revoked_keys"})
-_URLS = frozenset({"database_url", "redis_url"})
+_URLS = frozenset({"database_url", "redis_url", "stream_url"})
 
 KeyList = Annotated[tuple[SecretStr, ...], NoDecode]
 
@@ -43,6 +43,13 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     database_pool_size: int = Field(default=10, ge=1, le=500)
+    #: Where the event stream lives: unset keeps it in the database (SQLite or
+    #: PostgreSQL); ``redis://HOST:PORT/DB`` is Redis Streams, ``kafka://HOST:PORT``
+    #: a Kafka-protocol broker. The audit log and every repository stay in the database.
+    stream_url: str | None = None
+    #: Prepended to every name the gateway creates on the broker (Redis keys,
+    #: Kafka topics), so several deployments can share one.
+    stream_prefix: str = Field(default="strongroom.", max_length=100, pattern=r"^[A-Za-z0-9._-]*$")
 
     master_key: SecretStr | None = None
     kms_url: str | None = None
@@ -137,6 +144,13 @@ class Settings(BaseSettings):
     def _redis_url_is_redis(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("use redis://HOST:PORT/DB, rediss:// or unix://")
+        return value
+
+    @field_validator("stream_url")
+    @classmethod
+    def _stream_url_names_an_engine(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "kafka://")):
+            raise ValueError("use redis://HOST:PORT/DB or kafka://HOST:PORT[,HOST:PORT]")
         return value
 
     @property

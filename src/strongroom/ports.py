@@ -70,6 +70,21 @@ class DeadLetter:
     replayed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """Where a consumer group stands on a topic, for metrics."""
+
+    topic: str
+    tenant: str
+    group: str
+    #: Records of the tenant after the group's position, not delivered yet.
+    lag: int
+    #: Delivered and not acknowledged yet.
+    pending: int
+    #: The group's dead letters not replayed yet.
+    dead_letters: int
+
+
 class Clock(ABC):
     """A source of time, passed in so tests can control it instead of patching."""
 
@@ -168,6 +183,30 @@ class EventLog(ABC):
 
         ``None`` replays every dead letter of the group not yet replayed.
         """
+
+    @abstractmethod
+    async def offset_at(self, topic: str, *, tenant: str, at: float) -> int | None:
+        """Offset of ``tenant``'s first record appended at or after ``at`` (epoch seconds);
+        None when there is none."""
+
+    @abstractmethod
+    async def rewind_group(self, topic: str, group: str, *, tenant: str, offset: int) -> None:
+        """Move ``group`` (created if new) so that its next reads deliver ``tenant``'s records
+        from ``offset`` on, in order, as new deliveries; its pending deliveries are dropped.
+        Records already acknowledged are delivered again: this is incident recovery."""
+
+    @abstractmethod
+    async def group_states(self) -> list[GroupState]:
+        """Every consumer group of every topic and tenant, with its lag, pending and dead letters."""
+
+    @abstractmethod
+    async def trim(self, topic: str, *, max_records: int) -> int:
+        """Delete each tenant's oldest records of ``topic`` beyond its newest ``max_records``,
+        but never a record that a consumer group of that tenant on ``topic`` has not
+        acknowledged (not delivered yet, or pending). Returns how many were deleted.
+
+        An engine that cannot delete single records (Kafka, where retention is the
+        broker's) deletes nothing and returns 0; it never breaks the guarantee."""
 
     @abstractmethod
     async def erase_tenant(self, tenant: str) -> int:

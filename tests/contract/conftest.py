@@ -31,18 +31,26 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 
 
 @pytest.fixture
+def store_settings(store_url: str) -> dict[str, Any]:
+    """Settings overrides that place the store (test modules may add a stream engine)."""
+    return {"database_url": store_url}
+
+
+@pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
 
 
 @pytest.fixture
-async def open_test_store(tmp_path: Path, store_url: str) -> AsyncIterator[OpenStore]:
+async def open_test_store(
+    tmp_path: Path, store_settings: dict[str, Any]
+) -> AsyncIterator[OpenStore]:
     """``await open_test_store(clock=None, **settings)``: another store on the same database
     (another "gateway"); every one is closed at teardown."""
     opened: list[Store] = []
 
     async def open_one(clock: Clock | None = None, **overrides: Any) -> Store:
-        settings = make_settings(tmp_path, database_url=store_url, **overrides)
+        settings = make_settings(tmp_path, **{**store_settings, **overrides})
         store = await open_store(settings, clock=clock)
         opened.append(store)
         return store

