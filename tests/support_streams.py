@@ -33,7 +33,7 @@ def _missing(service: str, reason: str) -> None:
     pytest.skip(f"{service}: {reason}")
 
 
-def test_prefix() -> str:
+def unique_prefix() -> str:
     return f"strongroom-test.{uuid.uuid4().hex[:12]}."
 
 
@@ -49,7 +49,7 @@ async def redis_stream_settings() -> AsyncIterator[dict[str, Any]]:
     except (RedisError, OSError) as exc:
         await client.aclose()
         _missing(f"Redis at {REDIS_URL}", f"unreachable: {exc}")
-    prefix = test_prefix()
+    prefix = unique_prefix()
     try:
         yield {"stream_url": REDIS_URL, "stream_prefix": prefix}
     finally:

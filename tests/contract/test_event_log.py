@@ -14,10 +14,10 @@ import pytest
 from contract_support import ManualClock, OpenStore
 
 from strongroom.adapters.store import Store
-from support_database import fresh_database
-from support_streams import kafka_url, redis_stream_settings, test_prefix
 from strongroom.errors import Backpressure, StorageUnavailable
 from strongroom.ports import EventLog, NewRecord
+from support_database import fresh_database
+from support_streams import kafka_url, redis_stream_settings, unique_prefix
 
 TOPIC = "payments.tokenized"
 OTHER_TOPIC = "payments.raw"
@@ -41,7 +41,7 @@ async def store_settings(
             yield {**sqlite, **stream}
     else:
         broker = request.getfixturevalue("kafka_url")
-        yield {**sqlite, "stream_url": broker, "stream_prefix": test_prefix()}
+        yield {**sqlite, "stream_url": broker, "stream_prefix": unique_prefix()}
 
 
 def records(tenant: str, *ids: str) -> list[NewRecord]:
@@ -390,3 +390,125 @@ async def test_offsets_of_erased_records_are_never_handed_out_again(store: Store
     stored = await store.log.read(TOPIC, tenant="t2", after=None, limit=10)
     assert [record.offset for record in stored] == [0, before]
     assert await store.log.length(TOPIC) == before + 1
+
+
+# -- replay, group states and trimming -----------------------------------------------
+
+
+def deletes_records(store_settings: dict[str, Any]) -> bool:
+    """Kafka cannot delete one tenant's records: its ``trim`` deletes nothing."""
+    return not str(store_settings.get("stream_url", "")).startswith("kafka://")
+
+
+async def test_offset_at_finds_a_tenants_first_record_at_or_after_a_time(
+    store: Store, clock: ManualClock
+) -> None:
+    start = clock.now()
+    await store.log.append(TOPIC, records("t1", "a"))
+    clock.advance(10)
+    await store.log.append(TOPIC, records("t2", "other"))
+    clock.advance(10)
+    await store.log.append(TOPIC, records("t1", "b", "c"))
+
+    assert await store.log.offset_at(TOPIC, tenant="t1", at=start) == 0
+    assert await store.log.offset_at(TOPIC, tenant="t1", at=start + 1) == 2
+    assert await store.log.offset_at(TOPIC, tenant="t1", at=start + 20) == 2
+    assert await store.log.offset_at(TOPIC, tenant="t1", at=start + 21) is None
+    assert await store.log.offset_at(TOPIC, tenant="t2", at=start) == 1
+    assert await store.log.offset_at(OTHER_TOPIC, tenant="t1", at=start) is None
+
+
+async def test_rewinding_a_group_delivers_from_the_offset_again(store: Store) -> None:
+    await store.log.append(TOPIC, records("t1", "a", "b", "c"))
+    assert await group_read(store.log) == [("a", 1), ("b", 1), ("c", 1)]
+    await store.log.group_ack(TOPIC, "g", tenant="t1", offsets=[0, 1])
+
+    await store.log.rewind_group(TOPIC, "g", tenant="t1", offset=1)
+
+    # The pending "c" is dropped and comes again as a new delivery, after "b".
+    assert await group_read(store.log) == [("b", 1), ("c", 1)]
+    assert await group_read(store.log) == []
+    assert await store.log.group_ack(TOPIC, "g", tenant="t1", offsets=[1, 2]) == 2
+
+
+async def test_rewinding_a_new_group_creates_it_at_the_offset(store: Store) -> None:
+    await store.log.append(TOPIC, records("t1", "a", "b"))
+    await store.log.append(TOPIC, records("t2", "x"))
+    await store.log.append(TOPIC, records("t1", "c"))
+
+    await store.log.rewind_group(TOPIC, "g", tenant="t1", offset=1)
+
+    assert await group_read(store.log) == [("b", 1), ("c", 1)]
+    assert await group_read(store.log, tenant="t2") == [("x", 1)]
+
+
+async def test_group_states_count_lag_pending_and_dead_letters(
+    store: Store, clock: ManualClock
+) -> None:
+    assert await store.log.group_states() == []
+    await store.log.append(TOPIC, records("t1", "a", "b", "c", "d"))
+    await store.log.append(TOPIC, records("t2", "x"))
+    for _ in range(3):
+        assert [record_id for record_id, _ in await group_read(store.log, limit=1)] == ["a"]
+        clock.advance(31)
+    # The fourth read dead-letters "a" and delivers "b".
+    assert await group_read(store.log, limit=1) == [("b", 1)]
+    await group_read(store.log, tenant="t2")
+    await store.log.group_ack(TOPIC, "g", tenant="t2", offsets=[4])
+
+    states = {(s.tenant, s.topic, s.group): s for s in await store.log.group_states()}
+    one = states[("t1", TOPIC, "g")]
+    assert (one.lag, one.pending, one.dead_letters) == (2, 1, 1)
+    two = states[("t2", TOPIC, "g")]
+    assert (two.lag, two.pending, two.dead_letters) == (0, 0, 0)
+
+    await store.log.replay_dead_letters(TOPIC, tenant="t1", group="g", dead_letter_offsets=None)
+    states = {(s.tenant, s.topic, s.group): s for s in await store.log.group_states()}
+    assert states[("t1", TOPIC, "g")].dead_letters == 0
+
+
+async def test_trimming_keeps_the_newest_and_everything_a_group_has_not_settled(
+    store: Store, store_settings: dict[str, Any], clock: ManualClock
+) -> None:
+    await store.log.append(TOPIC, records("t1", *"abcdefgh"))
+    await store.log.append(TOPIC, records("t2", "x", "y", "z"))
+    # t1's group: a..c acknowledged, d pending, e..h not delivered yet.
+    assert len(await group_read(store.log, limit=4)) == 4
+    await store.log.group_ack(TOPIC, "g", tenant="t1", offsets=[0, 1, 2])
+
+    trimmed = await store.log.trim(TOPIC, max_records=2)
+
+    left_t1 = await read_all(store.log, TOPIC, "t1")
+    left_t2 = await read_all(store.log, TOPIC, "t2")
+    if deletes_records(store_settings):
+        # t1 loses only what its group settled; t2 has no group and keeps its newest two.
+        assert (left_t1, left_t2, trimmed) == (list("defgh"), ["y", "z"], 4)
+    else:
+        assert (left_t1, left_t2, trimmed) == (list("abcdefgh"), ["x", "y", "z"], 0)
+    # Whatever was trimmed, the group still gets every record it has not settled.
+    clock.advance(31)
+    assert [record_id for record_id, _ in await group_read(store.log, limit=10)] == list("defgh")
+
+
+async def test_trimming_stops_at_a_record_waiting_in_dead_letters(
+    store: Store, store_settings: dict[str, Any], clock: ManualClock
+) -> None:
+    await store.log.append(TOPIC, records("t1", "settled", "a", "b", "c"))
+    assert await group_read(store.log, limit=1) == [("settled", 1)]
+    await store.log.group_ack(TOPIC, "g", tenant="t1", offsets=[0])
+    for _ in range(3):
+        await group_read(store.log, limit=1)
+        clock.advance(31)
+    # "a" is dead-lettered; b and c are delivered and acknowledged.
+    assert await group_read(store.log) == [("b", 1), ("c", 1)]
+    await store.log.group_ack(TOPIC, "g", tenant="t1", offsets=[2, 3])
+
+    trimmed = await store.log.trim(TOPIC, max_records=0)
+
+    left = await read_all(store.log, TOPIC, "t1")
+    if deletes_records(store_settings):
+        assert (left, trimmed) == (["a", "b", "c"], 1)
+    else:
+        assert (left, trimmed) == (["settled", "a", "b", "c"], 0)
+    await store.log.replay_dead_letters(TOPIC, tenant="t1", group="g", dead_letter_offsets=None)
+    assert await group_read(store.log) == [("a", 1)]

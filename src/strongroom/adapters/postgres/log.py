@@ -36,6 +36,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -43,6 +44,7 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import Row, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from strongroom.adapters import stream_upkeep as upkeep
 from strongroom.adapters.dead_letters import dead_letter_record, dead_letters_from
 from strongroom.adapters.postgres.batcher import GroupCommit, retry_alone
 from strongroom.adapters.sql.engine import translate_errors
@@ -54,6 +56,7 @@ from strongroom.ports import (
     DeadLetter,
     Delivery,
     EventLog,
+    GroupState,
     NewRecord,
     StoredRecord,
     SystemClock,
@@ -104,6 +107,10 @@ _SQL: Final[dict[str, TextClause]] = {
         "lock_group": (
             "SELECT next_offset FROM consumer_groups WHERE tenant = :tenant AND topic = :topic "
             "AND group_name = :group FOR UPDATE"
+        ),
+        "lock_groups_of": (
+            "SELECT next_offset FROM consumer_groups WHERE tenant = :tenant AND topic = :topic "
+            "ORDER BY group_name FOR UPDATE"
         ),
         "create_group": (
             "INSERT INTO consumer_groups (tenant, topic, group_name, next_offset, created_at) "
@@ -161,7 +168,10 @@ _SQL: Final[dict[str, TextClause]] = {
         "erase_records": "DELETE FROM stream_records WHERE tenant = :tenant",
         "erase_pending": "DELETE FROM consumer_pending WHERE tenant = :tenant",
         "erase_groups": "DELETE FROM consumer_groups WHERE tenant = :tenant",
-        "highest": 'SELECT max("offset") FROM stream_records WHERE topic = :topic',
+        "length": (
+            "SELECT coalesce((SELECT next_offset FROM stream_offsets WHERE topic = :topic), "
+            '(SELECT max("offset") + 1 FROM stream_records WHERE topic = :topic), 0)'
+        ),
         "writable": (
             "SELECT current_setting('transaction_read_only'), "
             "(SELECT count(*) FROM (SELECT 1 FROM stream_offsets LIMIT 1) AS probe)"
@@ -479,6 +489,75 @@ class PostgresEventLog(EventLog):
 
         return await self.transaction(work)
 
+    async def offset_at(self, topic: str, *, tenant: str, at: float) -> int | None:
+        async with translate_errors(), self._engine.connect() as connection:
+            first = (
+                await connection.execute(
+                    text(upkeep.OFFSET_AT), {"topic": topic, "tenant": tenant, "at": at}
+                )
+            ).scalar()
+        return None if first is None else int(first)
+
+    async def rewind_group(self, topic: str, group: str, *, tenant: str, offset: int) -> None:
+        key = {"tenant": tenant, "topic": topic, "group": group}
+        now = self._clock.now()
+
+        async def work(connection: AsyncConnection) -> None:
+            # The group's row lock keeps a concurrent read from delivering past the move.
+            await self._lock_group(connection, key, now)
+            await connection.execute(text(upkeep.MOVE_GROUP), {**key, "offset": offset})
+            await connection.execute(text(upkeep.DROP_PENDING), key)
+
+        await self.transaction(work)
+
+    async def group_states(self) -> list[GroupState]:
+        found: list[GroupState] = []
+        letters: dict[tuple[str, str], Counter[str]] = {}
+        async with translate_errors(), self._engine.connect() as connection:
+            for topic, tenant, group, lag, pending in await connection.execute(
+                text(upkeep.GROUP_STATES)
+            ):
+                if (tenant, topic) not in letters:
+                    rows = await connection.execute(
+                        text(upkeep.DEAD_LETTER_ROWS),
+                        {"topic": dead_letter_topic(topic), "tenant": tenant},
+                    )
+                    letters[(tenant, topic)] = upkeep.unreplayed_dead_letters(rows)[0]
+                dead = letters[(tenant, topic)][group]
+                found.append(GroupState(topic, tenant, group, int(lag), int(pending), dead))
+        return found
+
+    async def trim(self, topic: str, *, max_records: int) -> int:
+        async def work(connection: AsyncConnection) -> int:
+            trimmed = 0
+            tenants = await connection.execute(text(upkeep.TRIM_TENANTS), {"topic": topic})
+            for (tenant,) in tenants.all():
+                key = {"topic": topic, "tenant": tenant}
+                # Lock the tenant's groups: a read moving a group past the bound
+                # while we delete would lose what it was about to deliver.
+                await connection.execute(_SQL["lock_groups_of"], key)
+                newest, groups, pending = (
+                    await connection.execute(text(upkeep.TRIM_FLOORS), {**key, "keep": max_records})
+                ).one()
+                rows = await connection.execute(
+                    text(upkeep.DEAD_LETTER_ROWS),
+                    {"topic": dead_letter_topic(topic), "tenant": tenant},
+                )
+                _, dead = upkeep.unreplayed_dead_letters(rows)
+                below = upkeep.trim_bound(newest, groups, pending, dead)
+                if below is None:
+                    continue
+                await connection.execute(
+                    text(upkeep.DROP_REPLAY_MARKS_BELOW), {**key, "below": below}
+                )
+                dropped = await connection.execute(
+                    text(upkeep.DROP_RECORDS_BELOW), {**key, "below": below}
+                )
+                trimmed += int(dropped.rowcount)
+            return trimmed
+
+        return await self.transaction(work)
+
     async def erase_tenant(self, tenant: str) -> int:
         async def work(connection: AsyncConnection) -> int:
             erased = (await connection.execute(_SQL["erase_records"], {"tenant": tenant})).rowcount
@@ -518,9 +597,10 @@ class PostgresEventLog(EventLog):
 
     async def length(self, topic: str) -> int:
         async with translate_errors(), self._engine.connect() as connection:
-            highest = (await connection.execute(_SQL["highest"], {"topic": topic})).scalar()
-        # As on SQLite: the highest offset plus one, found through the primary key.
-        return 0 if highest is None else int(highest) + 1
+            counted = (await connection.execute(_SQL["length"], {"topic": topic})).scalar_one()
+        # As on SQLite: the next offset to hand out (erased records leave holes,
+        # never reused offsets).
+        return int(counted)
 
     async def check_writable(self) -> None:
         self._writer.check_capacity()

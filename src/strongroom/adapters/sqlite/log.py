@@ -8,8 +8,10 @@ dedup mark is set before the stream write fails).
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 
+from strongroom.adapters import stream_upkeep as upkeep
 from strongroom.adapters.dead_letters import dead_letter_record, dead_letters_from
 from strongroom.adapters.sqlite.database import SqliteDatabase
 from strongroom.domain.topics import dead_letter_topic
@@ -19,6 +21,7 @@ from strongroom.ports import (
     DeadLetter,
     Delivery,
     EventLog,
+    GroupState,
     NewRecord,
     StoredRecord,
     SystemClock,
@@ -343,6 +346,67 @@ class SqliteEventLog(EventLog):
         return await self._database.read(
             lambda c: self._dead_letters_in(c, topic, tenant, group, limit)
         )
+
+    async def offset_at(self, topic: str, *, tenant: str, at: float) -> int | None:
+        rows = await self._database.read(
+            lambda c: c.execute(
+                upkeep.OFFSET_AT, {"topic": topic, "tenant": tenant, "at": at}
+            ).fetchall()
+        )
+        first = rows[0][0]
+        return None if first is None else int(first)
+
+    async def rewind_group(self, topic: str, group: str, *, tenant: str, offset: int) -> None:
+        key = {"tenant": tenant, "topic": topic, "group": group}
+        now = self._clock.now()
+
+        def operation(connection: sqlite3.Connection) -> None:
+            connection.execute(upkeep.CREATE_GROUP, {**key, "now": now})
+            connection.execute(upkeep.MOVE_GROUP, {**key, "offset": offset})
+            connection.execute(upkeep.DROP_PENDING, key)
+
+        await self._writer.submit(operation)
+
+    async def group_states(self) -> list[GroupState]:
+        def states(connection: sqlite3.Connection) -> list[GroupState]:
+            found: list[GroupState] = []
+            letters: dict[tuple[str, str], Counter[str]] = {}
+            for topic, tenant, group, lag, pending in connection.execute(upkeep.GROUP_STATES):
+                if (tenant, topic) not in letters:
+                    rows = connection.execute(
+                        upkeep.DEAD_LETTER_ROWS,
+                        {"topic": dead_letter_topic(topic), "tenant": tenant},
+                    )
+                    letters[(tenant, topic)] = upkeep.unreplayed_dead_letters(rows)[0]
+                dead = letters[(tenant, topic)][group]
+                found.append(GroupState(topic, tenant, group, int(lag), int(pending), dead))
+            return found
+
+        return await self._database.read(states)
+
+    async def trim(self, topic: str, *, max_records: int) -> int:
+        def operation(connection: sqlite3.Connection) -> int:
+            trimmed = 0
+            tenants = connection.execute(upkeep.TRIM_TENANTS, {"topic": topic}).fetchall()
+            for (tenant,) in tenants:
+                key = {"topic": topic, "tenant": tenant}
+                newest, groups, pending = connection.execute(
+                    upkeep.TRIM_FLOORS, {**key, "keep": max_records}
+                ).fetchone()
+                rows = connection.execute(
+                    upkeep.DEAD_LETTER_ROWS, {"topic": dead_letter_topic(topic), "tenant": tenant}
+                )
+                _, dead = upkeep.unreplayed_dead_letters(rows)
+                below = upkeep.trim_bound(newest, groups, pending, dead)
+                if below is None:
+                    continue
+                connection.execute(upkeep.DROP_REPLAY_MARKS_BELOW, {**key, "below": below})
+                trimmed += connection.execute(
+                    upkeep.DROP_RECORDS_BELOW, {**key, "below": below}
+                ).rowcount
+            return trimmed
+
+        return await self._writer.submit(operation)
 
     async def erase_tenant(self, tenant: str) -> int:
         def operation(connection: sqlite3.Connection) -> int:
