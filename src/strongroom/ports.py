@@ -203,7 +203,9 @@ class EventLog(ABC):
     async def trim(self, topic: str, *, max_records: int) -> int:
         """Delete each tenant's oldest records of ``topic`` beyond its newest ``max_records``,
         but never a record that a consumer group of that tenant on ``topic`` has not
-        acknowledged (not delivered yet, or pending). Returns how many were deleted.
+        settled: not delivered yet, pending, or dead-lettered and not replayed. Records go
+        oldest first, so trimming stops at the first one a group still needs. Returns how
+        many were deleted.
 
         An engine that cannot delete single records (Kafka, where retention is the
         broker's) deletes nothing and returns 0; it never breaks the guarantee."""

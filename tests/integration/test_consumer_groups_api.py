@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from integration_support import Failures, error_fields
+from integration_support import Failures, error_fields, metric_value
 
 from support import AUTH, JSON_HEADERS, TOKENIZED_URL, card_free_event
 from support_app import peer
@@ -408,3 +408,20 @@ async def test_a_read_body_that_is_not_json_is_a_422_problem(client: httpx.Async
     response = await client.post(f"{GROUPS}/g1/read", content=b"{nope", headers=JSON_HEADERS)
 
     assert_problem(response, 422, "validation_failed")
+
+
+async def test_group_lag_and_pending_are_exported_as_metrics(client: httpx.AsyncClient) -> None:
+    await ingest(client, 5)
+    delivered = await read(client, "g1", limit=3)
+    await ack(client, "g1", offsets(delivered)[:1])
+
+    lag = await metric_value(
+        client, "strongroom_consumer_lag_records", topic="payments.tokenized", group="g1"
+    )
+    pending = await metric_value(
+        client, "strongroom_consumer_pending_records", topic="payments.tokenized", group="g1"
+    )
+    dead = await metric_value(
+        client, "strongroom_dead_letters", topic="payments.tokenized", group="g1"
+    )
+    assert (lag, pending, dead) == (2, 2, 0)

@@ -57,8 +57,29 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.ratelimit_fallback = Counter(
+            "strongroom_ratelimit_fallback",
+            "Rate-limit checks answered in process because the shared Redis did not answer.",
+            registry=r,
+        )
         self.log_length = Gauge(
             "strongroom_stream_log_length", "Records in a topic of the event log.", ["topic"],
+            registry=r,
+        )  # fmt: skip
+        # Summed over tenants: a label per tenant would grow without bound.
+        self.consumer_lag = Gauge(
+            "strongroom_consumer_lag_records",
+            "Records not yet delivered to a consumer group.", ["topic", "group"],
+            registry=r,
+        )  # fmt: skip
+        self.consumer_pending = Gauge(
+            "strongroom_consumer_pending_records",
+            "Records delivered to a consumer group and not acknowledged yet.", ["topic", "group"],
+            registry=r,
+        )  # fmt: skip
+        self.dead_letters = Gauge(
+            "strongroom_dead_letters",
+            "Dead letters of a consumer group not replayed yet.", ["topic", "group"],
             registry=r,
         )  # fmt: skip
         self.writer_queue = Gauge(
