@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -19,6 +24,7 @@ from strongroom.cli.common import (
     settings_or_exit,
     with_gateway,
 )
+from strongroom.cli.stream_export import ExportFile, read_checkpoint, write_checkpoint
 from strongroom.config import Settings
 from strongroom.domain.tenancy import DEFAULT_TENANT_ID as DEFAULT_TENANT
 from strongroom.domain.topics import RAW, TOKENIZED
@@ -115,6 +121,136 @@ def tail(
         with_gateway(settings, work)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+@app.command("export")
+def export(
+    topic: TopicOption = TOKENIZED,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="stdout, or a file to append JSON lines to (the file is its checkpoint)."
+        ),
+    ] = "stdout",
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="With --to stdout: the file holding the last exported offset."),
+    ] = None,
+    start: Annotated[
+        int, typer.Option("--from", min=0, help="First offset when there is nothing to resume.")
+    ] = 0,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Wait for new records.")] = False,
+    tenant: TenantOption = DEFAULT_TENANT,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Export a topic as JSON lines for log shippers, resuming where the last run stopped."""
+    settings = existing_data_dir(settings_or_exit(data_dir=data_dir))
+    try:
+        output = None if to == "stdout" else ExportFile(Path(to))
+        if output is not None:
+            resumed = output.last_offset
+        else:
+            resumed = None if checkpoint is None else read_checkpoint(checkpoint)
+    except (OSError, ValueError) as exc:
+        fail(f"cannot resume the export: {exc}", 2)
+
+    async def work(state: GatewayState) -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            # Stop between pages, so the position written last is the one exported.
+            loop.add_signal_handler(signal_number, stopping.set)
+        after = start - 1 if resumed is None else resumed
+        while not stopping.is_set():
+            records = await state.log.read(topic, tenant=tenant, after=after, limit=PAGE)
+            if records:
+                lines = "".join(record_line(record) + "\n" for record in records)
+                after = records[-1].offset
+                if output is not None:
+                    output.stream.write(lines)
+                    output.commit()
+                else:
+                    sys.stdout.write(lines)
+                    sys.stdout.flush()
+                    if checkpoint is not None:
+                        write_checkpoint(checkpoint, after)
+            if len(records) == PAGE:
+                continue
+            if not follow:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), FOLLOW_POLL_SECONDS)
+
+    try:
+        with_gateway(settings, work)
+    finally:
+        if output is not None:
+            output.close()
+
+
+def _start_offset(value: str) -> int | datetime:
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--from {value!r} is neither an offset nor an RFC 3339 time", 2)
+    if moment.tzinfo is None:
+        fail(f"--from {value!r} needs a time zone (for example 2026-11-22T10:00:00Z)", 2)
+    return moment
+
+
+@app.command("replay")
+def replay(
+    start: Annotated[
+        str, typer.Option("--from", help="Offset, or RFC 3339 time, to deliver from.")
+    ],
+    group: Annotated[str, typer.Option("--to-group", help="Consumer group to rewind.")],
+    topic: TopicOption = TOKENIZED,
+    tenant: TenantOption = DEFAULT_TENANT,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Rewind a consumer group so it receives the records from an offset or time again."""
+    settings = existing_data_dir(settings_or_exit(data_dir=data_dir))
+    origin = _start_offset(start)
+
+    async def work(state: GatewayState) -> int:
+        if isinstance(origin, int):
+            offset = origin
+        else:
+            found = await state.log.offset_at(topic, tenant=tenant, at=origin.timestamp())
+            # Nothing at or after that time: the group waits for the next record.
+            offset = await state.log.length(topic) if found is None else found
+        await state.log.rewind_group(topic, group, tenant=tenant, offset=offset)
+        await state.audit.record(
+            "stream.group_rewound", actor=cli_actor(), tenant=tenant,
+            resource=f"{topic}/{group}", details={"from": start, "offset": offset},
+        )  # fmt: skip
+        return offset
+
+    offset = with_gateway(settings, work)
+    typer.echo(f"group {group!r} of tenant {tenant!r} now reads {topic} from offset {offset}")
+
+
+@app.command("trim")
+def trim(
+    keep: Annotated[int, typer.Option(min=0, help="Newest records to keep per tenant.")],
+    topic: TopicOption = TOKENIZED,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Delete old records every consumer group has settled, keeping the newest per tenant."""
+    settings = existing_data_dir(settings_or_exit(data_dir=data_dir))
+
+    async def work(state: GatewayState) -> int:
+        trimmed = await state.log.trim(topic, max_records=keep)
+        await state.audit.record(
+            "stream.trimmed", actor=cli_actor(), tenant=None, resource=topic,
+            details={"keep": keep, "trimmed": trimmed},
+        )  # fmt: skip
+        return trimmed
+
+    trimmed = with_gateway(settings, work)
+    typer.echo(f"trimmed {trimmed} record(s) of {topic}")
 
 
 async def _opened(state: GatewayState, record: StoredRecord) -> StoredRecord:
