@@ -197,7 +197,7 @@ class EventLog(ABC):
 
     @abstractmethod
     async def group_states(self) -> list[GroupState]:
-        """Every consumer group of every topic and tenant, with its lag, pending and dead letters."""
+        """Every consumer group of every topic and tenant: lag, pending and dead letters."""
 
     @abstractmethod
     async def trim(self, topic: str, *, max_records: int) -> int:
