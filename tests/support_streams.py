@@ -118,3 +118,17 @@ def kafka_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One broker for the whole run; tests keep apart by ``stream_prefix``."""
     with kafka_broker(tmp_path_factory.mktemp("kafka") / "tansu.log") as url:
         yield url
+
+
+def redis_reachable() -> None:
+    """Skip (or, with ``CI=true``, fail) the test when Redis does not answer."""
+    import redis
+    from redis.exceptions import RedisError
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except (RedisError, OSError) as exc:
+        _missing(f"Redis at {REDIS_URL}", f"unreachable: {exc}")
+    finally:
+        client.close()
