@@ -7,6 +7,7 @@ rotated without a restart.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -39,6 +40,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    #: Addresses (or CIDR networks) of the TLS proxies whose X-Forwarded-For is
+    #: believed; empty, the connecting address is the client's.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     data_dir: Path = Path(".strongroom")
 
     database_url: str | None = None
@@ -91,8 +95,15 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_velocity_prefix: str = Field(default="strongroom:velocity:", min_length=1, max_length=200)
     redis_seen_prefix: str = Field(default="strongroom:seen:", min_length=1, max_length=200)
+    #: Rate limits are shared through the same Redis, under this prefix.
+    redis_ratelimit_prefix: str = Field(
+        default="strongroom:ratelimit:", min_length=1, max_length=200
+    )
     risk_history_seconds: int = Field(default=86_400, ge=0, le=31 * 86_400)
     risk_policy_cache_seconds: float = Field(default=1.0, ge=0, le=300)
+    #: Stored decisions older than this are pruned in the background. The floor of
+    #: 30 days keeps a typo from deleting the decisions disputes still need.
+    risk_decision_retention_days: int = Field(default=400, ge=30, le=3650)
     velocity_max_keys: int = Field(default=100_000, ge=1)
     velocity_max_events: int = Field(default=1_000_000, ge=1)
     velocity_max_events_per_key: int = Field(default=10_000, ge=1)
@@ -106,6 +117,23 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
     shutdown_timeout_seconds: float = Field(default=8.0, gt=0, le=60)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or network") from exc
+        return value
 
     @field_validator("api_keys", "revoked_keys", mode="before")
     @classmethod

@@ -118,6 +118,7 @@ def test_velocity_is_shared_through_redis_by_two_gateways(
         "STRONGROOM_REDIS_URL": "redis://127.0.0.1:6379/0",
         "STRONGROOM_REDIS_VELOCITY_PREFIX": redis_prefix + "velocity:",
         "STRONGROOM_REDIS_SEEN_PREFIX": redis_prefix + "seen:",
+        "STRONGROOM_REDIS_RATELIMIT_PREFIX": redis_prefix + "ratelimit:",
     }
     first = start_gateway(tmp_path / "one", env=env)
     second = start_gateway(tmp_path / "two", env=env)

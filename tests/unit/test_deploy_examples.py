@@ -214,8 +214,8 @@ def test_nginx_replaces_x_forwarded_for_and_only_nginx_is_trusted_to_set_it() ->
     assert "X-Forwarded-For $remote_addr" in nginx_directive("proxy_set_header")
     assert "$proxy_add_x_forwarded_for" not in nginx_text()
     for name, spec in compose_gateways().items():
-        assert spec["environment"]["FORWARDED_ALLOW_IPS"] == nginx_address, name
-    assert "Environment=FORWARDED_ALLOW_IPS=127.0.0.1,::1" in UNIT.read_text()
+        assert spec["environment"]["STRONGROOM_TRUSTED_PROXIES"] == nginx_address, name
+    assert "Environment=STRONGROOM_TRUSTED_PROXIES=127.0.0.1,::1" in UNIT.read_text()
 
 
 def test_nginx_does_not_expose_metrics() -> None:

@@ -65,6 +65,11 @@ def serve(
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
         backlog=4096,
+        # X-Forwarded-For names the client only when it comes from a proxy the
+        # operator trusts; otherwise any caller could choose the address its
+        # per-IP limit is counted under.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
     _Server(config).run()
 
