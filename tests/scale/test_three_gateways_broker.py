@@ -15,6 +15,9 @@ and to ``strongroom stream tail`` (on Kafka, readers drop repeats by event id:
 a gateway killed between the broker's acknowledgement and its index commit
 can leave a record twice on the broker), nothing unacknowledged shows up more
 than once, and each merchant's events come in the order they were sent.
+
+Separately, three gateways sharing their rate limits through Redis, hammered
+with one key, allow that key's burst within 10% in all, not three bursts.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -51,6 +54,10 @@ EVENTS_PER_MERCHANT: Final = 60
 KILL_AFTER: Final = 70
 CUT_AFTER: Final = 140
 LOAD_SECONDS: Final = 120
+#: The shared per-key limit: a window of BURST / RPS = 10 s, longer than the hammering.
+LIMIT_RPS: Final = 15
+LIMIT_BURST: Final = 150
+HAMMER_SECONDS: Final = 3.0
 
 
 @dataclass
@@ -62,9 +69,10 @@ class Deployment:
     proxy: CuttableProxy | None
 
 
-@pytest.fixture(params=["redis", "kafka"])
-def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
-    engine = request.param
+@contextmanager
+def _deployed(
+    request: pytest.FixtureRequest, tmp_path: Path, engine: str, extra: dict[str, str]
+) -> Iterator[Deployment]:
     prefix = unique_prefix()
     url = asyncio.run(create_database())
     try:
@@ -82,7 +90,9 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
                 "STRONGROOM_DATABASE_URL": url,
                 "STRONGROOM_STREAM_URL": stream,
                 "STRONGROOM_STREAM_PREFIX": prefix,
+                "STRONGROOM_REDIS_RATELIMIT_PREFIX": prefix + "ratelimit:",
                 **NO_LIMITS_ENV,
+                **extra,
             }
             data = ("--data-dir", str(data_dir))
             cli_ok("db", "upgrade", *data, env=env)
@@ -96,6 +106,24 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
             yield Deployment(engine, gateways, data_dir, env, proxy)
     finally:
         asyncio.run(drop_databases([url]))
+
+
+@pytest.fixture(params=["redis", "kafka"])
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    with _deployed(request, tmp_path, request.param, {}) as deployed:
+        yield deployed
+
+
+@pytest.fixture
+def limited_deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    """Three gateways whose per-key limit is shared through Redis."""
+    limits = {
+        "STRONGROOM_REDIS_URL": REDIS_URL,
+        "STRONGROOM_RATELIMIT_RPS": str(LIMIT_RPS),
+        "STRONGROOM_RATELIMIT_BURST": str(LIMIT_BURST),
+    }
+    with _deployed(request, tmp_path, "redis", limits) as deployed:
+        yield deployed
 
 
 def _delete_redis_keys(prefix: str) -> None:
@@ -254,3 +282,26 @@ def test_acknowledged_events_are_delivered_once_in_order_despite_kills_and_cuts(
             30,
             "gateway C accepting events after the cut",
         )
+
+
+def test_the_per_key_limit_holds_across_three_gateways(limited_deployment: Deployment) -> None:
+    allowed: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
+    deadline = time.monotonic() + HAMMER_SECONDS
+
+    def hammer(gateway: GatewayProcess) -> None:
+        with gateway.client() as client:
+            for _ in range(10_000):
+                if time.monotonic() > deadline:
+                    return
+                status = client.get(TOKENIZED_URL, headers=AUTH).status_code
+                (allowed if status == 200 else refused)[gateway.url] += 1
+
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        list(pool.map(hammer, limited_deployment.gateways * 3))
+
+    total = sum(allowed.values())
+    # Within one window every gateway draws on one budget of LIMIT_BURST requests.
+    assert abs(total - LIMIT_BURST) <= LIMIT_BURST * 0.10, (total, dict(allowed))
+    assert len(allowed) == 3, f"a gateway allowed nothing: {dict(allowed)}"
+    assert sum(refused.values()) > total, "the gateways were not pushed past the limit"
