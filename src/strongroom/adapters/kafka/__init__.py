@@ -1,0 +1,45 @@
+"""The event log on a Kafka-protocol broker (the ``kafka`` extra: confluent-kafka).
+
+``STRONGROOM_STREAM_URL=kafka://HOST:PORT[,HOST:PORT]`` selects it. Records go
+to the broker; the idempotency index and consumer-group state stay in the
+gateway's database (``kafka_*`` tables). How the log keeps the ``EventLog``
+guarantees without Kafka transactions is told in ``log``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from strongroom.config import Settings
+from strongroom.errors import ConfigurationError
+from strongroom.ports import Clock, EventLog
+
+__all__ = ["open_kafka_event_log"]
+
+
+async def open_kafka_event_log(
+    settings: Settings, engine: AsyncEngine, clock: Clock | None
+) -> EventLog:
+    """The Kafka event log named by ``settings.stream_url``, connected and checked.
+
+    Raises:
+        ConfigurationError: the URL is malformed, or confluent-kafka is not installed.
+        StorageUnavailable: the brokers do not answer.
+    """
+    try:
+        from strongroom.adapters.kafka._broker import bootstrap_servers
+        from strongroom.adapters.kafka.log import KafkaEventLog
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("confluent_kafka"):
+            raise
+        raise ConfigurationError(
+            "STRONGROOM_STREAM_URL names Kafka, whose client is not installed; "
+            "run: pip install 'strongroom[kafka]'"
+        ) from exc
+    return await KafkaEventLog.open(
+        bootstrap_servers(settings.stream_url or ""),
+        engine,
+        prefix=settings.stream_prefix,
+        max_queued_weight=settings.writer_queue_max_events,
+        clock=clock,
+    )
