@@ -37,7 +37,8 @@ async def ready(request: Request) -> Response:
     return json_response({"status": "ready"})
 
 
-async def _export_group_states(state: GatewayState) -> None:
+async def _export_stream_state(state: GatewayState) -> None:
+    state.metrics.log_length.labels(TOKENIZED).set(await state.log.length(TOKENIZED))
     totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for group in await state.log.group_states():
         total = totals[(group.topic, group.group)]
@@ -58,8 +59,7 @@ async def metrics(request: Request) -> Response:
     state = gateway(request)
     # A scrape must still answer when the store is down; the gauge keeps its last value.
     with contextlib.suppress(StrongroomError, TimeoutError):
-        state.metrics.log_length.labels(TOKENIZED).set(await state.log.length(TOKENIZED))
-        await asyncio.wait_for(_export_group_states(state), READY_TIMEOUT_SECONDS)
+        await asyncio.wait_for(_export_stream_state(state), READY_TIMEOUT_SECONDS)
     queued = getattr(state.log, "queued_events", None)
     if queued is not None:
         state.metrics.writer_queue.set(queued)
