@@ -2177,6 +2177,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 sys.modules.setdefault("benchmarks.run", sys.modules[__name__])
 import benchmarks.postgres  # noqa: E402
 import benchmarks.risk  # noqa: E402
+import benchmarks.streams  # noqa: E402
 import benchmarks.vault  # noqa: E402, F401
 
 
