@@ -40,11 +40,18 @@ types: $(DEV_STAMP)
 # touch the store, or already run on both, are not repeated.
 PG_PASS_SKIPS := --ignore=tests/unit --ignore=tests/kms --ignore=tests/contract \
 	--ignore=tests/postgres --ignore=tests/scale --ignore=tests/risk \
-	--ignore=tests/e2e/test_fresh_checkout.py
+	--ignore=tests/streams --ignore=tests/e2e/test_fresh_checkout.py
+
+# Most tests wait on servers, brokers and subprocesses rather than compute, so a
+# few workers overlap those waits even on two cores; every test has its own data
+# dir, database, key prefix and ports. Modules stay whole on one worker (their
+# module-scoped gateways are started once).
+TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist loadscope
 
 test: lint types
-	$(VENV)/bin/pytest --cov --cov-report=term $(PYTEST_ARGS)
-	STRONGROOM_TEST_DATABASE=postgres $(VENV)/bin/pytest -q -p no:cacheprovider tests $(PG_PASS_SKIPS) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(XDIST) --cov --cov-report=term $(PYTEST_ARGS)
+	STRONGROOM_TEST_DATABASE=postgres $(VENV)/bin/pytest $(XDIST) -q -p no:cacheprovider tests $(PG_PASS_SKIPS) $(PYTEST_ARGS)
 
 unit: $(DEV_STAMP)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)

@@ -11,7 +11,7 @@ from typing import Any
 
 from strongroom.domain.events import PaymentEvent
 from strongroom.domain.risk import Facts, Policy, validate_policy_text
-from strongroom.ports import AppendResult, NewRecord
+from strongroom.ports import AppendResult, Clock, NewRecord
 from strongroom.services.risk import CardRef, RiskRequest
 
 #: A time on a 30-second boundary, so test windows line up with health buckets.
@@ -116,3 +116,16 @@ class RecordingAudit:
 
     async def record(self, action: str, **fields: Any) -> None:
         self.records.append({"action": action, **fields})
+
+
+class ManualClock(Clock):
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: float = T0) -> None:
+        self.time = start
+
+    def now(self) -> float:
+        return self.time
+
+    def advance(self, seconds: float) -> None:
+        self.time += seconds

@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from strongroom.adapters.sql.data_keys import SqlDataKeyRepository
 from strongroom.adapters.sql.engine import async_url, create_engine, ensure_schema, sqlite_url
 from strongroom.adapters.sql.keys import SqlApiKeyRepository
-from strongroom.adapters.sql.risk import SqlDecisionStore, SqlPolicyStore
+from strongroom.adapters.sql.risk import SqlPolicyStore, open_decision_store
 from strongroom.adapters.sql.tenant_secrets import (
     SqlTenantSecretRepository,
     SqlTenantSettingsRepository,
@@ -32,6 +33,10 @@ from strongroom.adapters.sql.usage import SqlUsageRepository
 from strongroom.config import Settings
 from strongroom.crypto.keyed_hash import create_private_file
 from strongroom.ports import AuditLog, Clock, EventLog
+from strongroom.services.risk_stores import DecisionJournal
+
+if TYPE_CHECKING:
+    from strongroom.adapters.sqlite.database import SqliteDatabase
 
 
 @dataclass(slots=True)
@@ -45,7 +50,7 @@ class Store:
     secrets: SqlTenantSecretRepository
     tenant_settings: SqlTenantSettingsRepository
     policies: SqlPolicyStore
-    decisions: SqlDecisionStore
+    decisions: DecisionJournal
     log: EventLog
     audit: AuditLog
     #: Run in order by ``aclose`` before the engine is disposed (flush the logs' writers).
@@ -96,7 +101,7 @@ def engine_for(settings: Settings) -> AsyncEngine:
 
 def _sqlite_logs(
     settings: Settings, clock: Clock | None
-) -> tuple[EventLog, AuditLog, Callable[[], Awaitable[None]]]:
+) -> tuple[SqliteDatabase, EventLog, AuditLog]:
     from strongroom.adapters.sqlite.audit import SqliteAuditLog
     from strongroom.adapters.sqlite.database import SqliteDatabase
     from strongroom.adapters.sqlite.log import SqliteEventLog
@@ -104,7 +109,7 @@ def _sqlite_logs(
     database = SqliteDatabase(
         _sqlite_path(settings), max_queued_weight=settings.writer_queue_max_events
     )
-    return SqliteEventLog(database, clock=clock), SqliteAuditLog(database), database.aclose
+    return database, SqliteEventLog(database, clock=clock), SqliteAuditLog(database)
 
 
 def _postgres_logs(
@@ -130,28 +135,41 @@ async def open_store(
         ConfigurationError: the URL or the driver is wrong.
     """
     engine = engine_for(settings)
+    database: SqliteDatabase | None = None
     try:
         await ensure_schema(engine, migrate=migrate)
         if engine.dialect.name == "postgresql":
             log, audit, closers = _postgres_logs(settings, engine, clock)
         else:
-            log, audit, close = _sqlite_logs(settings, clock)
-            closers = [close]
+            database, log, audit = _sqlite_logs(settings, clock)
+            closers = [database.aclose]
+        database_log = log
         if settings.stream_url is not None:
             # The stream moves to the broker; the database's own log keeps
-            # only what the audit log publishes through it.
-            from strongroom.adapters.streams import open_broker_log
+            # payments.audit, which the audit log publishes through it.
+            from strongroom.adapters.streams import (
+                DATABASE_TOPICS,
+                TopicRoutedLog,
+                open_broker_log,
+            )
 
             try:
-                log = await open_broker_log(settings, engine, clock)
+                broker = await open_broker_log(settings, engine, clock)
             except BaseException:
                 for close_log in closers:
                     await close_log()
                 raise
+            log = TopicRoutedLog(broker, log, DATABASE_TOPICS)
             closers.insert(0, log.aclose)
     except BaseException:
         await engine.dispose()
         raise
+    # Decisions go through the database's group commit (and, with the stream in
+    # the database, share its transactions): their store closes before the logs.
+    decisions = open_decision_store(
+        settings, engine, database=database, database_log=database_log, log=log, clock=clock
+    )
+    closers.insert(0, decisions.aclose)
     return Store(
         engine=engine,
         tenants=SqlTenantRepository(engine),
@@ -161,8 +179,10 @@ async def open_store(
         tokens=SqlTokenRepository(engine),
         secrets=SqlTenantSecretRepository(engine),
         tenant_settings=SqlTenantSettingsRepository(engine),
-        policies=SqlPolicyStore(engine, cache_seconds=settings.risk_policy_cache_seconds),
-        decisions=SqlDecisionStore(engine),
+        policies=SqlPolicyStore(
+            engine, cache_seconds=settings.risk_policy_cache_seconds, database=database
+        ),
+        decisions=decisions,
         log=log,
         audit=audit,
         closers=closers,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from strongroom.adapters.kms import open_key_manager
-from strongroom.adapters.ratelimit import MemoryRateLimiter
+from strongroom.adapters.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from strongroom.adapters.store import Store, open_store
 from strongroom.config import Settings, load_settings
 from strongroom.crypto.keyed_hash import keyed_hash, load_or_create_pepper
@@ -157,7 +157,10 @@ async def open_gateway(
     shredder = CryptoShredder(
         data_keys, store.tokens, store.secrets, tenant_settings, signing, vault
     )
-    tenants = TenantService(store.tenants, store.keys, usage, store.log, clock, audit, shredder)
+    tenants = TenantService(
+        store.tenants, store.keys, usage, store.log, clock, audit, shredder,
+        risk_policies=store.policies, risk_decisions=store.decisions,
+    )  # fmt: skip
     keys = KeyService(
         store.keys,
         store.tenants,
@@ -182,7 +185,7 @@ async def open_gateway(
     state = GatewayState(
         settings=settings,
         store=store,
-        limiter=MemoryRateLimiter(),
+        limiter=_rate_limiter(settings, redis, metrics, logger),
         keys=keys,
         tenants=tenants,
         usage=usage,
@@ -208,6 +211,22 @@ async def open_gateway(
     )
     state.ingest.on_accepted = state.observe_events
     return state
+
+
+def _rate_limiter(settings: Settings, redis: Any, metrics: Metrics, logger: Any) -> RateLimiter:
+    """In process, or shared by every gateway through the Redis of ``STRONGROOM_REDIS_URL``.
+
+    The shared limiter rides on the velocity counters' client (closed by
+    ``aclose``) and answers in process, counted, while Redis does not answer.
+    """
+    if redis is None:
+        return MemoryRateLimiter()
+    return RedisRateLimiter(
+        redis,
+        prefix=settings.redis_ratelimit_prefix,
+        on_fallback=metrics.ratelimit_fallback.inc,
+        log=logger,
+    )
 
 
 def _health_config(settings: Settings) -> HealthConfig:

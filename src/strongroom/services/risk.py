@@ -10,6 +10,8 @@ Rules this service guarantees:
    back, gathers nothing and counts nothing; with different inputs it is
    refused (``DecisionConflict``, 422). A replay publishes its decision again
    (idempotent by trace id), so a publish that failed the first time is not lost.
+   Requests for the same key or transaction id that arrive while the first is
+   still being decided wait for its decision and replay it.
 3. Stored inputs are tokenized or hashed: the card is its token, last four,
    brand and BIN; the IP is a keyed hash; there is never a card number.
 4. Counters are per tenant: a velocity key is ``tenant:subject:digest`` (and
@@ -22,15 +24,22 @@ Rules this service guarantees:
    and amounts in its currency) for ``history_seconds`` even when the active
    policy does not count them, so a candidate policy tried in shadow mode
    finds the history its velocity factors need, for windows up to that long.
+8. An evaluation is answered only once its decision is durable: stored and
+   appended to ``risk.decisions``. When the decision store can write the
+   stream record in the decision's own transaction (``publishes_to``), it
+   does, and many concurrent decisions share one commit; otherwise the
+   decision is committed first and appended to the log after.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
+import orjson
 from pydantic import ValidationError
 
 from strongroom.domain.risk import (
@@ -41,7 +50,7 @@ from strongroom.domain.risk import (
     Policy,
     evaluate,
 )
-from strongroom.domain.risk.policy import VelocityAmount, VelocityCount
+from strongroom.domain.risk.policy import VelocityAmount
 from strongroom.domain.topics import RISK_DECISIONS
 from strongroom.errors import FieldError, InvalidRequest, NotFound
 from strongroom.ports import DecisionStore, EventLog, NewRecord, PolicyStore
@@ -53,6 +62,7 @@ from strongroom.services.risk_models import (
     CardResolver,
     DecisionConflict,
     Evaluation,
+    KnownCards,
     PolicyRejected,
     ReplayResult,
     RiskRequest,
@@ -65,6 +75,7 @@ from strongroom.services.risk_models import (
 )
 from strongroom.services.risk_stores import (
     DEFAULT_MAX_DECISIONS,
+    DecisionJournal,
     MemoryDecisionStore,
     MemoryPolicyStore,
 )
@@ -88,6 +99,7 @@ __all__ = [
     "DecisionConflict",
     "DecisionStore",
     "Evaluation",
+    "KnownCards",
     "MemoryDecisionStore",
     "MemoryPolicyStore",
     "PolicyRejected",
@@ -103,6 +115,17 @@ DECISIONS_TOPIC: Final = RISK_DECISIONS
 MAX_SHADOW_SAMPLES: Final = 10_000
 #: How long every subject's events are kept for shadow runs, used or not (rule 7).
 DEFAULT_HISTORY_SECONDS: Final = 24 * 3600
+
+#: (tenant, "key" or "transaction", value): what makes two requests one evaluation.
+_Claim = tuple[str, str, str]
+#: A policy's velocity factors: (name, subject, window seconds, sums amounts).
+_Plan = tuple[tuple[str, str, int, bool], ...]
+#: Policy versions whose velocity plans are kept; past this the cache starts over.
+MAX_CACHED_PLANS: Final = 1000
+#: What velocity is counted for: every subject's events are kept (rule 7).
+SUBJECTS: Final = ("card", "merchant", "device", "ip")
+#: IP address hashes kept; past this the memory starts over.
+MAX_REMEMBERED_IPS: Final = 10_000
 
 
 class RiskService:
@@ -132,6 +155,17 @@ class RiskService:
         self._log = log
         self._audit = audit
         self._history_seconds = history_seconds
+        # Rule 8: one commit for the decision and its stream record when the store can.
+        self._journal = (
+            decisions
+            if isinstance(decisions, DecisionJournal) and decisions.publishes_to(log)
+            else None
+        )
+        self._deciding: dict[_Claim, asyncio.Future[DecisionRecord | None]] = {}
+        self._plans: dict[str, _Plan] = {}
+        self._ip_hashes: dict[str, str] = {}
+        #: Token descriptions for the evaluate route (``KnownCards``).
+        self.known_cards = KnownCards()
 
     async def evaluate(self, tenant: str, request: RiskRequest, now: float) -> Evaluation:
         """Decide on ``request`` under the tenant's active policy, or replay (rule 2).
@@ -142,13 +176,56 @@ class RiskService:
             StorageUnavailable, Backpressure: a store, the counters or the
                 stream cannot take the write; a retry is safe.
         """
-        ip_hash = self._hash_ip(request.ip) if request.ip else None
+        ip_hash = self._ip_hash(request.ip) if request.ip else None
         inputs = fingerprint(request, ip_hash)
         existing = await self.decisions.find(
             tenant, transaction_id=request.transaction_id, idempotency_key=request.idempotency_key
         )
         if existing is not None:
             return await self._replayed(existing, inputs)
+        claims = [(tenant, "transaction", request.transaction_id)]
+        if request.idempotency_key is not None:
+            claims.append((tenant, "key", request.idempotency_key))
+        for claim in claims:
+            pending = self._deciding.get(claim)
+            if pending is not None:
+                # Shielded: this caller going away must not cancel the others' wait.
+                decided = await asyncio.shield(pending)
+                if decided is not None:
+                    return await self._replayed(decided, inputs)
+                # The first evaluation failed; this one decides on its own.
+                break
+        decided_here: asyncio.Future[DecisionRecord | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        for claim in claims:
+            self._deciding[claim] = decided_here
+        try:
+            evaluation = await self._decide(tenant, request, ip_hash, inputs, now)
+        except BaseException:
+            decided_here.set_result(None)
+            raise
+        else:
+            decided_here.set_result(evaluation.record)
+        finally:
+            for claim in claims:
+                if self._deciding.get(claim) is decided_here:
+                    del self._deciding[claim]
+        return evaluation
+
+    def _ip_hash(self, ip: str) -> str:
+        """The keyed hash of ``ip``, remembered: the same addresses come back often, and
+        an HMAC per evaluation costs more than the lookup."""
+        hashed = self._ip_hashes.get(ip)
+        if hashed is None:
+            if len(self._ip_hashes) >= MAX_REMEMBERED_IPS:
+                self._ip_hashes.clear()
+            hashed = self._ip_hashes[ip] = self._hash_ip(ip)
+        return hashed
+
+    async def _decide(
+        self, tenant: str, request: RiskRequest, ip_hash: str | None, inputs: str, now: float
+    ) -> Evaluation:
         policy = await self.policies.get_active(tenant)
         (facts,) = await self._facts(
             tenant, request, ip_hash, [policy], now, self._velocity, self._seen, record=True
@@ -164,11 +241,15 @@ class RiskService:
             decision=evaluate(policy, facts),
             metadata=dict(request.metadata),
         )
-        stored = await self.decisions.put(record)
+        if self._journal is not None:
+            stored = await self._journal.put_published(record, DECISIONS_TOPIC, _published(record))
+        else:
+            stored = await self.decisions.put(record)
         if stored.trace_id != record.trace_id:
             # Another evaluation of the same transaction was stored first.
             return await self._replayed(stored, inputs)
-        await self._publish(stored)
+        if self._journal is None:
+            await self._publish(stored)
         return Evaluation(stored, replayed=False)
 
     async def _replayed(self, record: DecisionRecord, inputs: str) -> Evaluation:
@@ -184,18 +265,7 @@ class RiskService:
     async def _publish(self, record: DecisionRecord) -> None:
         if self._log is None:
             return
-        payload = json.dumps(record.public(), separators=(",", ":"), ensure_ascii=False)
-        await self._log.append(
-            DECISIONS_TOPIC,
-            [
-                NewRecord(
-                    tenant=record.tenant,
-                    record_id=record.trace_id,
-                    key=record.facts.merchant_id_hash,
-                    payload=payload.encode(),
-                )
-            ],
-        )
+        await self._log.append(DECISIONS_TOPIC, [_published(record)])
 
     async def _facts(
         self,
@@ -223,7 +293,8 @@ class RiskService:
             for subject, value in subjects.items()
         }
         retain = self._history_seconds if record else 0
-        queries = _queries(policies, keys, request.currency, retain)
+        plans = [self._plan(policy) for policy in policies]
+        queries = _queries(plans, keys, request.currency, retain)
         totals: list[tuple[VelocityTotals, ...]] = []
         if queries:
             count = velocity.observe_many if record else velocity.peek_many
@@ -236,6 +307,12 @@ class RiskService:
         band = None
         if self._health is not None and request.processor is not None:
             band = self._health.band(tenant, request.processor, now)
+        found = {
+            (query.key, window): total
+            for query, per_window in zip(queries, totals, strict=True)
+            for window, total in zip(query.windows, per_window, strict=True)
+        }
+        observed = [_observations(plan, keys, request.currency, found) for plan in plans]
         base = Facts(
             transaction_id=request.transaction_id,
             amount=request.amount,
@@ -256,16 +333,22 @@ class RiskService:
             processor=request.processor,
             processor_band=band,
             first_seen_card=first_seen,
+            velocity=observed[0],
         )
-        found = {
-            (query.key, window): total
-            for query, per_window in zip(queries, totals, strict=True)
-            for window, total in zip(query.windows, per_window, strict=True)
-        }
-        return [
-            replace(base, velocity=_observations(policy, keys, request.currency, found))
-            for policy in policies
-        ]
+        return [base, *(replace(base, velocity=velocity) for velocity in observed[1:])]
+
+    def _plan(self, policy: Policy) -> _Plan:
+        """The policy's velocity factors as plain tuples, kept per version: reading
+        them off the policy model on every evaluation costs more than the counting."""
+        plan = self._plans.get(policy.version)
+        if plan is None:
+            if len(self._plans) >= MAX_CACHED_PLANS:
+                self._plans.clear()
+            plan = self._plans[policy.version] = tuple(
+                (f.name, f.subject, f.window_seconds, isinstance(f, VelocityAmount))
+                for f in policy.velocity_factors()
+            )
+        return plan
 
     async def decision(self, tenant: str, trace_id: str) -> DecisionRecord:
         """A stored decision with its inputs.
@@ -350,7 +433,7 @@ class RiskService:
             if line > MAX_SHADOW_SAMPLES:
                 raise InvalidRequest(f"A shadow run takes at most {MAX_SHADOW_SAMPLES} samples.")
             request = await _sample(line, sample, resolve_card)
-            ip_hash = self._hash_ip(request.ip) if request.ip else None
+            ip_hash = self._ip_hash(request.ip) if request.ip else None
             facts = await self._facts(
                 tenant, request, ip_hash, [active, candidate], now, velocity, seen, record=isolated
             )
@@ -383,60 +466,77 @@ async def _sample(
             f"Sample transaction {line} carries a card number; give card tokens in samples.",
             (FieldError(f"line {line}: card", "use a token"),),
         )
-    return RiskRequest.from_body(body, card)
+    return RiskRequest.from_body(body, replace(card, country=body.card.issuer_country))
+
+
+def _published(record: DecisionRecord) -> NewRecord:
+    """The decision's record on ``risk.decisions``: what ``GET /v1/decisions`` shows."""
+    return NewRecord(
+        tenant=record.tenant,
+        record_id=record.trace_id,
+        key=record.facts.merchant_id_hash,
+        payload=orjson.dumps(record.public()),
+    )
 
 
 def _velocity_key(
-    factor: VelocityCount | VelocityAmount, keys: Mapping[str, str | None], currency: str
+    subject: str, amount: bool, keys: Mapping[str, str | None], currency: str
 ) -> str | None:
-    key = keys[factor.subject]
-    if key is None or not isinstance(factor, VelocityAmount):
+    key = keys[subject]
+    if key is None or not amount:
         return key
     return f"{key}:{currency}"
 
 
 def _queries(
-    policies: Sequence[Policy], keys: Mapping[str, str | None], currency: str, retain: int
+    plans: Sequence[_Plan], keys: Mapping[str, str | None], currency: str, retain: int
 ) -> list[VelocityQuery]:
     """One query per key, with every window any of the policies asks of it.
 
     With ``retain``, every subject's count and amount keys are kept that long
     even when no policy counts them (rule 7).
     """
-    wanted: dict[str, tuple[set[int], bool]] = {}
+    queries = []
+    for subject, amount, windows, sums in _query_shapes(tuple(plans), bool(retain)):
+        key = _velocity_key(subject, amount, keys, currency)
+        if key is not None:
+            queries.append(VelocityQuery(key, windows, sums, retain))
+    return queries
+
+
+@functools.lru_cache(maxsize=MAX_CACHED_PLANS)
+def _query_shapes(
+    plans: tuple[_Plan, ...], retain: bool
+) -> tuple[tuple[str, bool, tuple[int, ...], bool], ...]:
+    """What ``_queries`` asks of each subject for these plans: (subject, amount key,
+    windows, sums), worked out once per set of policies rather than per evaluation."""
+    wanted: dict[tuple[str, bool], tuple[set[int], bool]] = {}
     if retain:
-        for key in keys.values():
-            if key is not None:
-                wanted[key] = (set(), False)
-                wanted[f"{key}:{currency}"] = (set(), False)
-    for policy in policies:
-        for factor in policy.velocity_factors():
-            key = _velocity_key(factor, keys, currency)
-            if key is None:
-                continue
-            windows, sums = wanted.get(key, (set(), False))
-            windows.add(factor.window_seconds)
-            wanted[key] = (windows, sums or isinstance(factor, VelocityAmount))
-    return [
-        VelocityQuery(key, tuple(sorted(windows)), sums, retain)
-        for key, (windows, sums) in wanted.items()
-    ]
+        for subject in SUBJECTS:
+            wanted[(subject, False)] = (set(), False)
+            wanted[(subject, True)] = (set(), False)
+    for plan in plans:
+        for _, subject, window, amount in plan:
+            windows, sums = wanted.get((subject, amount), (set(), False))
+            windows.add(window)
+            wanted[(subject, amount)] = (windows, sums or amount)
+    return tuple(
+        (subject, amount, tuple(sorted(windows)), sums)
+        for (subject, amount), (windows, sums) in wanted.items()
+    )
 
 
 def _observations(
-    policy: Policy,
+    plan: _Plan,
     keys: Mapping[str, str | None],
     currency: str,
     found: Mapping[tuple[str, int], VelocityTotals],
 ) -> dict[str, int]:
     observed: dict[str, int] = {}
-    for factor in policy.velocity_factors():
-        key = _velocity_key(factor, keys, currency)
+    for name, subject, window, amount in plan:
+        key = _velocity_key(subject, amount, keys, currency)
         if key is None:
             continue
-        totals = found[(key, factor.window_seconds)]
-        if isinstance(factor, VelocityAmount):
-            observed[factor.name] = totals.amount or 0
-        else:
-            observed[factor.name] = totals.count
+        totals = found[(key, window)]
+        observed[name] = (totals.amount or 0) if amount else totals.count
     return observed

@@ -3,8 +3,9 @@
 Rules:
 1. Tenant names are unique; ids are public handles and never reused.
 2. Suspending a tenant makes its keys answer 403 at once in this process.
-3. Erasing deletes the tenant's records, keys and usage; the tenant row stays
-   as a tombstone with its name cleared.
+3. Erasing deletes the tenant's records, keys and usage, its risk policies
+   and its risk decisions; the tenant row stays as a tombstone with its name
+   cleared.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from strongroom.ports import (
     TenantRepository,
 )
 from strongroom.services.audit import AuditTrail, cli_actor
+from strongroom.services.risk_stores import DecisionJournal, ErasablePolicyStore
 from strongroom.services.shredding import CryptoShredder
 from strongroom.services.usage import UsageRecorder
 
@@ -47,8 +49,13 @@ class TenantService:
         clock: Clock,
         audit: AuditTrail,
         shredder: CryptoShredder | None = None,
+        *,
+        risk_policies: ErasablePolicyStore | None = None,
+        risk_decisions: DecisionJournal | None = None,
     ) -> None:
         self._shredder = shredder
+        self._risk_policies = risk_policies
+        self._risk_decisions = risk_decisions
         self._audit = audit
         self._tenants = tenants
         self._keys = keys
@@ -162,12 +169,17 @@ class TenantService:
         if self._shredder is not None:
             vault = await self._shredder.erase_tenant(tenant.id)
         erased = await self._log.erase_tenant(tenant.id)
+        risk: dict[str, int] = {}
+        if self._risk_policies is not None:
+            risk["risk_policies_erased"] = await self._risk_policies.erase_tenant(tenant.id)
+        if self._risk_decisions is not None:
+            risk["risk_decisions_erased"] = await self._risk_decisions.erase_tenant(tenant.id)
         await self._tenants.erase(tenant.id, self._clock.now())
         # Counts still in memory would recreate the erased usage at the next flush.
         self._usage.discard(tenant.id)
         await self._audit.record(
             "tenant.erased", actor=actor or cli_actor(), tenant=tenant.id, resource=tenant.id,
-            details={"records_erased": erased, **vault},
+            details={"records_erased": erased, **vault, **risk},
         )  # fmt: skip
         tombstone = await self._tenants.get(tenant.id)
         assert tombstone is not None

@@ -24,7 +24,8 @@ true again for a replay of the transaction that first showed it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import OrderedDict, deque
+from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -35,6 +36,8 @@ DEFAULT_MAX_EVENTS_PER_KEY: Final = 10_000
 DEFAULT_MAX_CARDS: Final = 1_000_000
 #: A card unseen for this long counts as first seen again.
 DEFAULT_SEEN_CARD_SECONDS: Final = 400 * 24 * 3600
+#: A series compacts its lists once this many (and over half) of its events are dropped.
+COMPACT_AFTER: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,55 +113,79 @@ class VelocityCounter(ABC):
 
 
 class _Series:
-    """One key's events, oldest first, with running totals over all of them."""
+    """One key's events, oldest first: times, ids and running amount sums.
 
-    __slots__ = ("amount", "events", "ids", "retention")
+    Totals over a window are two binary searches and a subtraction, not a walk
+    over the window's events: a hot key (one merchant, one card under attack)
+    holds thousands of events, and every evaluation asks for its totals.
+    Dropped events advance ``start``; the lists are compacted once more than
+    half of them is dropped, so a drop costs O(1) amortized.
+    """
+
+    __slots__ = ("event_ids", "ids", "retention", "start", "sums", "times")
 
     def __init__(self) -> None:
-        self.events: deque[tuple[float, str, int]] = deque()
+        self.times: list[float] = []
+        self.event_ids: list[str] = []
+        #: ``sums[i]``: the amounts of every event up to ``i``, dropped ones included.
+        self.sums: list[int] = []
+        self.start = 0
         self.ids: set[str] = set()
-        self.amount = 0
         self.retention = 0
 
+    def __len__(self) -> int:
+        return len(self.times) - self.start
+
+    def _sum_before(self, index: int) -> int:
+        return self.sums[index - 1] if index else 0
+
+    def _drop_to(self, index: int) -> int:
+        """Drop the events before ``index``; how many were dropped."""
+        dropped = index - self.start
+        for event_id in self.event_ids[self.start : index]:
+            self.ids.discard(event_id)
+        self.start = index
+        if self.start > COMPACT_AFTER and 2 * self.start > len(self.times):
+            base = self._sum_before(self.start)
+            self.times = self.times[self.start :]
+            self.event_ids = self.event_ids[self.start :]
+            self.sums = [total - base for total in self.sums[self.start :]]
+            self.start = 0
+        return dropped
+
     def drop_oldest(self) -> None:
-        _, event_id, amount = self.events.popleft()
-        self.ids.discard(event_id)
-        self.amount -= amount
+        self._drop_to(self.start + 1)
 
     def trim(self, now: float) -> int:
         """Drop events past the retention; how many were dropped."""
-        cutoff = now - self.retention
-        dropped = 0
-        while self.events and self.events[0][0] <= cutoff:
-            self.drop_oldest()
-            dropped += 1
-        return dropped
+        return self._drop_to(bisect_right(self.times, now - self.retention, self.start))
 
     def add(self, at: float, event_id: str, amount: int) -> None:
-        event = (at, event_id, amount)
-        if not self.events or self.events[-1][0] <= at:
-            self.events.append(event)
-        else:
-            # Out of order (another clock, a late retry): keep the deque sorted.
-            index = len(self.events)
-            while index > 0 and self.events[index - 1][0] > at:
-                index -= 1
-            self.events.insert(index, event)
         self.ids.add(event_id)
-        self.amount += amount
+        if not len(self) or self.times[-1] <= at:
+            self.times.append(at)
+            self.event_ids.append(event_id)
+            self.sums.append(self._sum_before(len(self.sums)) + amount)
+            return
+        # Out of order (another clock, a late retry): keep the events sorted;
+        # the sums after it all grow by its amount. Rare, so O(n) is fine.
+        index = bisect_right(self.times, at, self.start)
+        self.times.insert(index, at)
+        self.event_ids.insert(index, event_id)
+        self.sums.insert(index, self._sum_before(index) + amount)
+        for later in range(index + 1, len(self.sums)):
+            self.sums[later] += amount
 
     def totals(self, now: float, window: int, extra: int | None) -> tuple[int, int]:
         """Count and amount above ``now - window``, plus an unrecorded ``extra`` event."""
         count, amount = (1, extra) if extra is not None else (0, 0)
-        if window >= self.retention and (not self.events or self.events[0][0] > now - window):
-            return count + len(self.events), amount + self.amount
-        cutoff = now - window
-        for at, _, value in reversed(self.events):
-            if at <= cutoff:
-                break
-            count += 1
-            amount += value
-        return count, amount
+        if not len(self):
+            return count, amount
+        first = bisect_right(self.times, now - window, self.start)
+        return (
+            count + len(self.times) - first,
+            amount + self.sums[-1] - self._sum_before(first),
+        )
 
 
 class MemoryVelocityCounter(VelocityCounter):
@@ -205,7 +232,7 @@ class MemoryVelocityCounter(VelocityCounter):
             if event_id not in series.ids:
                 series.add(now, event_id, amount)
                 self._events += 1
-                while len(series.events) > self._max_per_key:
+                while len(series) > self._max_per_key:
                     series.drop_oldest()
                     self._events -= 1
             results.append(self._totals(series, now, query, None))
@@ -238,7 +265,7 @@ class MemoryVelocityCounter(VelocityCounter):
         """Drop least recently used keys until both bounds hold again."""
         while len(self._series) > self._max_keys or self._events > self._max_events:
             _, series = self._series.popitem(last=False)
-            self._events -= len(series.events)
+            self._events -= len(series)
 
 
 class SeenCards(ABC):

@@ -1,4 +1,8 @@
-"""Risk policies and decisions on SQLAlchemy Core, for SQLite and PostgreSQL.
+"""Risk policies on SQLAlchemy Core, for SQLite and PostgreSQL, and the decision store.
+
+Decisions are written by a group-committing store of each database
+(``adapters.sqlite.decisions``, ``adapters.postgres.decisions``) behind a
+cache of recent decisions; ``open_decision_store`` puts them together.
 
 Rules these repositories keep:
 
@@ -8,23 +12,32 @@ Rules these repositories keep:
    ``cache_seconds``: a policy applied elsewhere (another gateway, the CLI)
    is in force everywhere within that time. Parsed versions are cached
    without expiry, since a version is its content hash and never changes.
+   When the cache runs out, concurrent evaluations share one read; on
+   SQLite it is a point query on the database's own read connection, since
+   every SQLAlchemy transaction there begins IMMEDIATE and would queue behind
+   the group-commit writer.
 3. A decision is stored once per (tenant, transaction id) and per (tenant,
    Idempotency-Key): ``INSERT ... ON CONFLICT DO NOTHING`` lets the first
    writer win, whichever gateway it ran on, and the loser reads the winner.
+4. Erasing a tenant deletes its versions and history and drops it from this
+   process's caches; another gateway's cache forgets it within
+   ``cache_seconds`` (the tenant's keys are gone by then anyway).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import or_, select
+import orjson
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from strongroom.adapters.sql.engine import translate_errors
-from strongroom.adapters.sql.tables import risk_decisions, risk_policies, risk_policy_history
+from strongroom.adapters.sql.tables import risk_policies, risk_policy_history
+from strongroom.config import Settings
 from strongroom.domain.risk import (
     DEFAULT_POLICY,
     AppliedPolicy,
@@ -32,30 +45,52 @@ from strongroom.domain.risk import (
     Policy,
     validate_policy_text,
 )
-from strongroom.ports import DecisionStore, PolicyStore
+from strongroom.errors import StrongroomError
+from strongroom.observability.logging import get_logger
+from strongroom.ports import Clock, EventLog, SystemClock
+from strongroom.services.risk_cache import CachedDecisionStore
+from strongroom.services.risk_retention import DAY_SECONDS, DecisionPruner
+from strongroom.services.risk_stores import DecisionJournal, ErasablePolicyStore
+
+if TYPE_CHECKING:
+    from strongroom.adapters.sqlite.database import SqliteDatabase
 
 DEFAULT_POLICY_CACHE_SECONDS: Final = 1.0
 #: Parsed versions kept in memory; past this the cache starts over.
 MAX_CACHED_VERSIONS: Final = 10_000
 
 
+#: ``get_active`` on SQLite: the tenant's newest application, by its (tenant, id) index.
+_ACTIVE: Final = (
+    "SELECT h.version, p.text FROM risk_policy_history AS h JOIN risk_policies AS p "
+    "ON p.tenant = h.tenant AND p.version = h.version WHERE h.tenant = ? "
+    "ORDER BY h.id DESC LIMIT 1"
+)
+
+
 def _insert(engine: AsyncEngine) -> Any:
     return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
 
-class SqlPolicyStore(PolicyStore):
+class SqlPolicyStore(ErasablePolicyStore):
     """``PolicyStore`` in the gateway's database, shared by every gateway and the CLI."""
 
     def __init__(
-        self, engine: AsyncEngine, *, cache_seconds: float = DEFAULT_POLICY_CACHE_SECONDS
+        self,
+        engine: AsyncEngine,
+        *,
+        cache_seconds: float = DEFAULT_POLICY_CACHE_SECONDS,
+        database: SqliteDatabase | None = None,
     ) -> None:
         if cache_seconds < 0:
             raise ValueError("cache_seconds must not be negative")
         self._engine = engine
+        self._database = database
         self._insert = _insert(engine)
         self._cache_seconds = cache_seconds
         self._parsed: dict[tuple[str, str], Policy] = {}
         self._active: dict[str, tuple[Policy, float]] = {}
+        self._loading: dict[str, asyncio.Future[tuple[str, str] | None]] = {}
 
     def _parse(self, tenant: str, version: str, text: str) -> Policy:
         found = self._parsed.get((tenant, version))
@@ -70,6 +105,25 @@ class SqlPolicyStore(PolicyStore):
         clock = time.monotonic()
         if cached is not None and clock - cached[1] < self._cache_seconds:
             return cached[0]
+        if self._database is not None:
+            row = self._database.read_sync(
+                lambda connection: connection.execute(_ACTIVE, (tenant,)).fetchone()
+            )
+        else:
+            loading = self._loading.get(tenant)
+            if loading is None:
+                loading = asyncio.ensure_future(self._read_active(tenant))
+                self._loading[tenant] = loading
+                loading.add_done_callback(lambda _: self._loading.pop(tenant, None))
+            # Shielded: one caller going away must not fail the read the others wait for.
+            row = await asyncio.shield(loading)
+        policy = DEFAULT_POLICY if row is None else self._parse(tenant, row[0], row[1])
+        if len(self._active) >= MAX_CACHED_VERSIONS:
+            self._active.clear()
+        self._active[tenant] = (policy, clock)
+        return policy
+
+    async def _read_active(self, tenant: str) -> tuple[str, str] | None:
         query = (
             select(risk_policy_history.c.version, risk_policies.c.text)
             .join(
@@ -83,11 +137,7 @@ class SqlPolicyStore(PolicyStore):
         )
         async with translate_errors(), self._engine.connect() as connection:
             row = (await connection.execute(query)).first()
-        policy = DEFAULT_POLICY if row is None else self._parse(tenant, row.version, row.text)
-        if len(self._active) >= MAX_CACHED_VERSIONS:
-            self._active.clear()
-        self._active[tenant] = (policy, clock)
-        return policy
+        return None if row is None else (row.version, row.text)
 
     async def apply(self, tenant: str, text: str, actor: str, now: float) -> AppliedPolicy:
         policy = validate_policy_text(text)
@@ -151,69 +201,79 @@ class SqlPolicyStore(PolicyStore):
             for row in rows
         ]
 
-
-def _record(text: str) -> DecisionRecord:
-    return DecisionRecord.from_storage(json.loads(text))
-
-
-class SqlDecisionStore(DecisionStore):
-    """``DecisionStore`` in the gateway's database: decisions outlive a restart."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._insert = _insert(engine)
-
-    async def put(self, record: DecisionRecord) -> DecisionRecord:
-        document = json.dumps(record.to_storage(), separators=(",", ":"), ensure_ascii=False)
-        statement = (
-            self._insert(risk_decisions)
-            .values(
-                trace_id=record.trace_id,
-                tenant=record.tenant,
-                transaction_id=record.transaction_id,
-                idempotency_key=record.idempotency_key,
-                record=document,
-                created_at=time.time(),
-            )
-            .on_conflict_do_nothing()
-        )
+    async def erase_tenant(self, tenant: str) -> int:
         async with translate_errors(), self._engine.begin() as connection:
-            result = await connection.execute(statement)
-        if result.rowcount == 1:
-            return record
-        existing = await self.find(
-            record.tenant,
-            transaction_id=record.transaction_id,
-            idempotency_key=record.idempotency_key,
-        )
-        return record if existing is None else existing
+            await connection.execute(
+                delete(risk_policy_history).where(risk_policy_history.c.tenant == tenant)
+            )
+            result = await connection.execute(
+                delete(risk_policies).where(risk_policies.c.tenant == tenant)
+            )
+        self._active.pop(tenant, None)
+        for key in [key for key in self._parsed if key[0] == tenant]:
+            del self._parsed[key]
+        erased: int = result.rowcount
+        return erased
 
-    async def get(self, tenant: str, trace_id: str) -> DecisionRecord | None:
-        query = (
-            select(risk_decisions.c.record)
-            .where(risk_decisions.c.trace_id == trace_id)
-            .where(risk_decisions.c.tenant == tenant)
-        )
-        async with translate_errors(), self._engine.connect() as connection:
-            row = (await connection.execute(query)).first()
-        return None if row is None else _record(row.record)
 
-    async def find(
-        self, tenant: str, *, transaction_id: str, idempotency_key: str | None
-    ) -> DecisionRecord | None:
-        match = risk_decisions.c.transaction_id == transaction_id
-        if idempotency_key is not None:
-            match = or_(match, risk_decisions.c.idempotency_key == idempotency_key)
-        query = (
-            select(risk_decisions.c.idempotency_key, risk_decisions.c.record)
-            .where(risk_decisions.c.tenant == tenant)
-            .where(match)
-            .limit(2)
+def storage_document(record: DecisionRecord) -> str:
+    """The stored JSON of a decision (what ``DecisionRecord.from_storage`` reads)."""
+    return orjson.dumps(record.to_storage()).decode()
+
+
+def stored_record(document: str | bytes) -> DecisionRecord:
+    return DecisionRecord.from_storage(orjson.loads(document))
+
+
+def open_decision_store(
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    database: SqliteDatabase | None,
+    database_log: EventLog,
+    log: EventLog,
+    clock: Clock | None = None,
+) -> DecisionJournal:
+    """The gateway's decision store: the database's group-committing store behind a
+    cache of recent decisions, pruned in the background past the retention.
+
+    ``database_log`` is the database's own event log; when ``log`` (the stream)
+    is that log, decisions and their stream records share a transaction.
+    Otherwise (the stream on a broker) decisions are group-committed on their
+    own and the service appends them to ``log`` after.
+    """
+    clock = clock or SystemClock()
+    store: DecisionJournal
+    if engine.dialect.name == "postgresql":
+        from strongroom.adapters.postgres.decisions import PostgresDecisionStore
+        from strongroom.adapters.postgres.log import PostgresEventLog
+
+        store = PostgresDecisionStore(
+            engine,
+            max_queued_weight=settings.writer_queue_max_events,
+            log=database_log if isinstance(database_log, PostgresEventLog) else None,
+            clock=clock,
         )
-        async with translate_errors(), self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        if not rows:
-            return None
-        # The Idempotency-Key wins over the transaction id, as in the memory store.
-        keyed = [row for row in rows if idempotency_key is not None and row[0] == idempotency_key]
-        return _record((keyed or rows)[0].record)
+    else:
+        from strongroom.adapters.sqlite.decisions import SqliteDecisionStore
+        from strongroom.adapters.sqlite.log import SqliteEventLog
+
+        if database is None:
+            raise ValueError("a SQLite decision store needs the SQLite database")
+        store = SqliteDecisionStore(
+            database,
+            log=database_log if isinstance(database_log, SqliteEventLog) else None,
+            clock=clock,
+        )
+    pruner = DecisionPruner(
+        store,
+        clock,
+        retention_seconds=settings.risk_decision_retention_days * DAY_SECONDS,
+        on_failure=_log_prune_failure,
+    )
+    pruner.start()
+    return CachedDecisionStore(store, on_close=pruner.aclose)
+
+
+def _log_prune_failure(error: StrongroomError) -> None:
+    get_logger("strongroom").warning("risk_decisions_prune_failed", error=error.code)

@@ -28,5 +28,5 @@ ROUTERS = (
     risk.router,
 )
 
-#: Plain Starlette routes served before the FastAPI routers (the ingest hot path).
-FAST_ROUTES = events.routes
+#: Plain Starlette routes served before the FastAPI routers (the ingest and evaluate hot paths).
+FAST_ROUTES = [*events.routes, *risk.routes]

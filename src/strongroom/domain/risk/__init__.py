@@ -15,7 +15,7 @@ from strongroom.domain.risk.policy import (
     validate_policy_text,
 )
 from strongroom.domain.risk.records import AppliedPolicy, DecisionRecord
-from strongroom.domain.risk.request import TRANSACTION, TransactionRequest
+from strongroom.domain.risk.request import TRANSACTION, TransactionCard, TransactionRequest
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -31,6 +31,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PolicyInvalid",
+    "TransactionCard",
     "TransactionRequest",
     "evaluate",
     "validate_policy_text",

@@ -29,6 +29,19 @@ def _ip(value: str) -> str:
 IpAddress = Annotated[str, StringConstraints(min_length=2, max_length=45), AfterValidator(_ip)]
 
 
+class TransactionCard(EventCard):
+    """The card of a transaction: a number to tokenize or a known token, and optionally
+    the country that issued it.
+
+    Card numbers do not say where a card was issued (a brand's IIN ranges span
+    the world; issuing countries come from BIN tables that acquirers and
+    processors license), so the ``country_mismatch`` factor can only compare
+    when the caller sends ``issuer_country``.
+    """
+
+    issuer_country: CountryCode | None = None
+
+
 class TransactionRequest(BaseModel):
     """A transaction to evaluate. ``card`` is a number to tokenize or a known token."""
 
@@ -38,7 +51,7 @@ class TransactionRequest(BaseModel):
     amount: Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
     currency: CurrencyCode
     merchant_id_hash: Hash
-    card: EventCard
+    card: TransactionCard
     customer_ref_hash: Hash | None = None
     device_id: Identifier | None = None
     ip: IpAddress | None = None
