@@ -277,6 +277,8 @@ async def test_tenant_lifecycle_is_recorded(audit_app: AuditApp) -> None:
         "data_keys_destroyed": 0,
         "tokens_erased": 0,
         "secrets_erased": 0,
+        "risk_policies_erased": 0,
+        "risk_decisions_erased": 0,
     }
 
 

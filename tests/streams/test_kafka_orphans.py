@@ -18,6 +18,7 @@ from confluent_kafka import Producer
 from strongroom.adapters.kafka._records import HEADER_AT, HEADER_CLAIM, HEADER_ID, HEADER_TENANT
 from strongroom.adapters.kafka.log import ORPHAN_GRACE_SECONDS, KafkaEventLog
 from strongroom.adapters.store import Store, open_store
+from strongroom.adapters.streams import TopicRoutedLog
 from strongroom.errors import StorageUnavailable
 from strongroom.ports import Clock, EventLog, NewRecord
 from support_app import make_settings
@@ -80,8 +81,9 @@ async def open_gateway(
 
 
 def kafka_log(store: Store) -> KafkaEventLog:
-    assert isinstance(store.log, KafkaEventLog)
-    return store.log
+    assert isinstance(store.log, TopicRoutedLog)
+    assert isinstance(store.log.broker, KafkaEventLog)
+    return store.log.broker
 
 
 def record(tenant: str, record_id: str) -> NewRecord:

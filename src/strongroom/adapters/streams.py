@@ -63,6 +63,11 @@ class TopicRoutedLog(EventLog):
         self._database = database
         self._database_topics = database_topics
 
+    @property
+    def broker(self) -> EventLog:
+        """The broker's own log (for its engine's specific operations and tests)."""
+        return self._broker
+
     def _for(self, topic: str) -> EventLog:
         return self._database if topic in self._database_topics else self._broker
 
