@@ -72,13 +72,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from strongroom.adapters.dead_letters import dead_letter_record, dead_letters_from
+from strongroom.adapters.group_commit import GroupCommit
 from strongroom.adapters.kafka import _groups as groups
 from strongroom.adapters.kafka._appender import Appender, Request, new_claim
 from strongroom.adapters.kafka._broker import Broker, Timings
 from strongroom.adapters.kafka._index import Identity, Index, erase_tenant_in, settle_in
 from strongroom.adapters.kafka._reader import Reader
 from strongroom.adapters.kafka._records import check, parse
-from strongroom.adapters.postgres.batcher import GroupCommit
 from strongroom.adapters.sql.engine import translate_errors
 from strongroom.domain.topics import dead_letter_topic
 from strongroom.errors import StorageUnavailable

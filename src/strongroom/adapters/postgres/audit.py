@@ -29,9 +29,9 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from strongroom.adapters.postgres.batcher import GroupCommit, retry_alone
+from strongroom.adapters.group_commit import GroupCommit
 from strongroom.adapters.postgres.log import PostgresEventLog, append_in
-from strongroom.adapters.sql.engine import translate_errors
+from strongroom.adapters.sql.engine import retry_alone, translate_errors
 from strongroom.domain import audit, merkle
 from strongroom.domain.audit import AuditEntry, AuditRecord, StoredRow
 from strongroom.domain.checkpoints import Checkpoint, SignedCheckpoint, parse

@@ -1,4 +1,4 @@
-"""Risk decisions on PostgreSQL, committed in groups (``batcher.GroupCommit``).
+"""Risk decisions on PostgreSQL, committed in groups (``group_commit.GroupCommit``).
 
 Same table and the same behaviour as the SQLite decision store, for several
 gateways sharing one database.
@@ -16,7 +16,7 @@ Rules:
    earlier row of the same insert or another gateway's, so the first writer
    wins; the loser reads the winner in that transaction and publishes nothing.
 4. A shared transaction that fails on one caller's data or on a deadlock is
-   retried caller by caller (``batcher.retry_alone``), so only the culprit fails.
+   retried caller by caller (``sql.engine.retry_alone``), so only the culprit fails.
 5. Prunes and erasures delete in chunks of ``DELETE_CHUNK`` rows, each in a
    transaction of its own.
 """
@@ -30,9 +30,9 @@ from typing import Final
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from strongroom.adapters.postgres.batcher import GroupCommit, retry_alone
+from strongroom.adapters.group_commit import GroupCommit
 from strongroom.adapters.postgres.log import PostgresEventLog, append_in
-from strongroom.adapters.sql.engine import translate_errors
+from strongroom.adapters.sql.engine import retry_alone, translate_errors
 from strongroom.adapters.sql.risk import storage_document, stored_record
 from strongroom.domain.risk import DecisionRecord
 from strongroom.errors import StorageUnavailable

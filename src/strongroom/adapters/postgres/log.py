@@ -24,8 +24,8 @@ Rules:
    and redone without them, so offsets stay dense. A failure rolls back
    everything: never a dedup mark without its record.
 3. Concurrent ``append`` calls of one process share a transaction (group
-   commit, ``batcher.GroupCommit``); when such a shared transaction fails on
-   one caller's data or on a deadlock (``batcher.retry_alone``), every caller
+   commit, ``group_commit.GroupCommit``); when such a shared transaction fails on
+   one caller's data or on a deadlock (``sql.engine.retry_alone``), every caller
    is retried in a transaction of its own, so only the culprit fails.
 4. A consumer group's reads are serialized by a lock on its ``consumer_groups``
    row, so two gateways never hand the same new record or the same expired
@@ -46,8 +46,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from strongroom.adapters import stream_upkeep as upkeep
 from strongroom.adapters.dead_letters import dead_letter_record, dead_letters_from
-from strongroom.adapters.postgres.batcher import GroupCommit, retry_alone
-from strongroom.adapters.sql.engine import translate_errors
+from strongroom.adapters.group_commit import GroupCommit
+from strongroom.adapters.sql.engine import retry_alone, translate_errors
 from strongroom.domain.topics import dead_letter_topic
 from strongroom.errors import StorageUnavailable
 from strongroom.ports import (

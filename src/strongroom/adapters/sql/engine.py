@@ -218,3 +218,20 @@ async def translate_errors() -> AsyncIterator[None]:
         raise StorageUnavailable("The store failed.") from exc
     except OSError as exc:
         raise StorageUnavailable("The store is unreachable.") from exc
+
+
+#: SQLSTATE classes that blame one statement's data (22, 23) or the timing (40).
+_INDIVIDUAL_FAILURES: Final = ("22", "23", "40")
+
+
+def retry_alone(error: Exception) -> bool:
+    """Whether a shared transaction's failure may belong to one caller only.
+
+    Then each caller is retried in a transaction of its own, so only the
+    culprit fails. A lost connection or a failed COMMIT is everyone's failure
+    (and a COMMIT that may have happened must not be repeated blindly).
+    """
+    if not isinstance(error, StorageUnavailable):
+        return True
+    code = sqlstate(error)
+    return code is not None and code.startswith(_INDIVIDUAL_FAILURES)

@@ -1,7 +1,8 @@
-"""Group commit on asyncio: many concurrent writes, one PostgreSQL transaction.
+"""Group commit on asyncio: many concurrent writes, one database transaction.
 
 A commit costs a round trip and a WAL flush on the server, so a transaction
-per request caps a gateway's throughput at the server's flush rate. Instead
+per request caps a gateway's throughput at the server's flush rate. The
+PostgreSQL event, audit and decision logs and the Kafka log's SQL index use it. Instead
 each write is queued; one task takes everything queued (up to a weight bound),
 hands it to the adapter's ``commit`` function as one list, and resolves every
 caller's future with its own outcome after that function returned.
@@ -26,13 +27,9 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from strongroom.adapters.sql.engine import sqlstate
 from strongroom.errors import Backpressure, StorageUnavailable
-
-#: SQLSTATE classes that blame one statement's data (22, 23) or the timing (40).
-_INDIVIDUAL_FAILURES: Final = ("22", "23", "40")
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -168,16 +165,3 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     # outcome here keeps asyncio from reporting it as never retrieved.
     if not future.cancelled():
         future.exception()
-
-
-def retry_alone(error: Exception) -> bool:
-    """Whether a shared transaction's failure may belong to one caller only.
-
-    Then each caller is retried in a transaction of its own, so only the
-    culprit fails. A lost connection or a failed COMMIT is everyone's failure
-    (and a COMMIT that may have happened must not be repeated blindly).
-    """
-    if not isinstance(error, StorageUnavailable):
-        return True
-    code = sqlstate(error)
-    return code is not None and code.startswith(_INDIVIDUAL_FAILURES)
