@@ -24,7 +24,6 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from sqlalchemy import TextClause, text
@@ -33,11 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from strongroom.adapters.group_commit import GroupCommit
 from strongroom.adapters.postgres.log import PostgresEventLog, append_in
 from strongroom.adapters.sql.engine import retry_alone, translate_errors
-from strongroom.adapters.sql.risk import storage_document, stored_record
+from strongroom.adapters.sql.risk import DecisionPut, SqlDecisionJournal, stored_record
 from strongroom.domain.risk import DecisionRecord
 from strongroom.errors import StorageUnavailable
-from strongroom.ports import Clock, EventLog, NewRecord, SystemClock
-from strongroom.services.risk_stores import DecisionJournal
+from strongroom.ports import Clock, NewRecord
 
 #: Decisions per shared transaction.
 MAX_BATCH: Final = 512
@@ -77,17 +75,6 @@ _SQL: Final[dict[str, TextClause]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class _Put:
-    tenant: str
-    trace_id: str
-    transaction_id: str
-    idempotency_key: str | None
-    document: str
-    created_at: float
-    published: tuple[str, NewRecord] | None
-
-
 async def _winner(
     connection: AsyncConnection, tenant: str, transaction_id: str, key: str | None
 ) -> str | None:
@@ -101,7 +88,7 @@ async def _winner(
     return document
 
 
-class PostgresDecisionStore(DecisionJournal):
+class PostgresDecisionStore(SqlDecisionJournal):
     """``DecisionJournal`` in the gateways' PostgreSQL database (module rules)."""
 
     def __init__(
@@ -112,20 +99,17 @@ class PostgresDecisionStore(DecisionJournal):
         log: PostgresEventLog | None = None,
         clock: Clock | None = None,
     ) -> None:
+        super().__init__(log, clock)
+        self._database_log = log
         self._engine = engine
-        self._log = log
-        self._clock = clock or SystemClock()
-        self._writer: GroupCommit[_Put, str | None] = GroupCommit(
+        self._writer: GroupCommit[DecisionPut, str | None] = GroupCommit(
             self._commit,
             max_queued_weight=max_queued_weight,
             max_batch_weight=MAX_BATCH,
             what="decision store",
         )
 
-    def publishes_to(self, log: EventLog | None) -> bool:
-        return log is not None and log is self._log
-
-    async def _commit(self, puts: list[_Put]) -> list[str | Exception | None]:
+    async def _commit(self, puts: list[DecisionPut]) -> list[str | Exception | None]:
         try:
             return list(await self._write(puts))
         except Exception as exc:
@@ -141,10 +125,10 @@ class PostgresDecisionStore(DecisionJournal):
                 outcomes.append(outcome)
         return outcomes
 
-    async def _write(self, puts: Sequence[_Put]) -> list[str | None]:
+    async def _write(self, puts: Sequence[DecisionPut]) -> list[str | None]:
         topics = {put.published[0] for put in puts if put.published is not None}
-        if topics and self._log is not None:
-            await self._log.ensure_topics(topics)
+        if topics and self._database_log is not None:
+            await self._database_log.ensure_topics(topics)
         async with translate_errors(), self._engine.begin() as connection:
             inserted = {
                 row[0]
@@ -184,34 +168,8 @@ class PostgresDecisionStore(DecisionJournal):
                 )
         return results
 
-    async def _put(
-        self,
-        record: DecisionRecord,
-        published: tuple[str, NewRecord] | None,
-        document: bytes | None = None,
-    ) -> DecisionRecord:
-        put = _Put(
-            record.tenant, record.trace_id, record.transaction_id, record.idempotency_key,
-            document.decode() if document else storage_document(record), self._clock.now(),
-            published,
-        )  # fmt: skip
-        winner = await self._writer.submit(put)
-        return record if winner is None else stored_record(winner)
-
-    async def put(self, record: DecisionRecord) -> DecisionRecord:
-        return await self._put(record, None)
-
-    async def put_published(
-        self,
-        record: DecisionRecord,
-        topic: str,
-        published: NewRecord,
-        *,
-        document: bytes | None = None,
-    ) -> DecisionRecord:
-        if self._log is None:
-            raise NotImplementedError("this decision store was opened without the event log")
-        return await self._put(record, (topic, published), document)
+    async def _submit(self, put: DecisionPut) -> str | None:
+        return await self._writer.submit(put)
 
     async def get(self, tenant: str, trace_id: str) -> DecisionRecord | None:
         async with translate_errors(), self._engine.connect() as connection:

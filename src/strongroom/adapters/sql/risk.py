@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -47,7 +49,7 @@ from strongroom.domain.risk import (
 )
 from strongroom.errors import StrongroomError
 from strongroom.observability.logging import get_logger
-from strongroom.ports import Clock, EventLog, SystemClock
+from strongroom.ports import Clock, EventLog, NewRecord, SystemClock
 from strongroom.services.risk_cache import CachedDecisionStore
 from strongroom.services.risk_retention import DAY_SECONDS, DecisionPruner
 from strongroom.services.risk_stores import DecisionJournal, ErasablePolicyStore
@@ -223,6 +225,66 @@ def storage_document(record: DecisionRecord) -> str:
 
 def stored_record(document: str | bytes) -> DecisionRecord:
     return DecisionRecord.from_storage(orjson.loads(document))
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionPut:
+    """One decision on its way into a journal, with the stream record to publish with it."""
+
+    tenant: str
+    trace_id: str
+    transaction_id: str
+    idempotency_key: str | None
+    document: str
+    created_at: float
+    published: tuple[str, NewRecord] | None
+
+
+class SqlDecisionJournal(DecisionJournal):
+    """What the SQLite and PostgreSQL journals share: a decision becomes a
+    ``DecisionPut`` and, when the journal was opened with the database's own
+    event log, its stream record rides in the same commit."""
+
+    def __init__(self, log: EventLog | None, clock: Clock | None) -> None:
+        self._log = log
+        self._clock = clock or SystemClock()
+
+    def publishes_to(self, log: EventLog | None) -> bool:
+        return log is not None and log is self._log
+
+    @abstractmethod
+    async def _submit(self, put: DecisionPut) -> str | None:
+        """Commit ``put``; the stored document of an earlier decision for the same
+        transaction or Idempotency-Key (the winner), or None when ``put`` won."""
+
+    async def _put(
+        self,
+        record: DecisionRecord,
+        published: tuple[str, NewRecord] | None,
+        document: bytes | None = None,
+    ) -> DecisionRecord:
+        put = DecisionPut(
+            record.tenant, record.trace_id, record.transaction_id, record.idempotency_key,
+            document.decode() if document else storage_document(record), self._clock.now(),
+            published,
+        )  # fmt: skip
+        winner = await self._submit(put)
+        return record if winner is None else stored_record(winner)
+
+    async def put(self, record: DecisionRecord) -> DecisionRecord:
+        return await self._put(record, None)
+
+    async def put_published(
+        self,
+        record: DecisionRecord,
+        topic: str,
+        published: NewRecord,
+        *,
+        document: bytes | None = None,
+    ) -> DecisionRecord:
+        if self._log is None:
+            raise NotImplementedError("this decision store was opened without the event log")
+        return await self._put(record, (topic, published), document)
 
 
 def open_decision_store(

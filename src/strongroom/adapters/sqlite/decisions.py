@@ -36,17 +36,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Final
 
-from strongroom.adapters.sql.risk import storage_document, stored_record
+from strongroom.adapters.sql.risk import DecisionPut, SqlDecisionJournal, stored_record
 from strongroom.adapters.sqlite.database import SqliteDatabase
 from strongroom.adapters.sqlite.log import SqliteEventLog
 from strongroom.domain.risk import DecisionRecord
 from strongroom.errors import Backpressure, StorageUnavailable, StrongroomError
-from strongroom.ports import Clock, EventLog, NewRecord, SystemClock
-from strongroom.services.risk_stores import DecisionJournal
+from strongroom.ports import Clock, NewRecord
 
 DELETE_CHUNK: Final = 500
 #: Decisions handed to the writer at once, and waiting for it at most.
@@ -82,17 +80,6 @@ _ERASE: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _Put:
-    tenant: str
-    trace_id: str
-    transaction_id: str
-    idempotency_key: str | None
-    document: str
-    created_at: float
-    published: tuple[str, NewRecord] | None
-
-
 def _winner(
     connection: sqlite3.Connection, tenant: str, transaction_id: str, key: str | None
 ) -> str | None:
@@ -105,7 +92,7 @@ def _winner(
     return document
 
 
-def _insert_all(connection: sqlite3.Connection, puts: list[_Put]) -> set[str]:
+def _insert_all(connection: sqlite3.Connection, puts: list[DecisionPut]) -> set[str]:
     """Insert the batch, first writer winning; the trace ids that were stored.
 
     One statement for the whole batch: each statement is a round of the GIL
@@ -136,7 +123,9 @@ def _insert_all(connection: sqlite3.Connection, puts: list[_Put]) -> set[str]:
     return stored
 
 
-def _put_all(connection: sqlite3.Connection, puts: list[_Put]) -> list[str | Exception | None]:
+def _put_all(
+    connection: sqlite3.Connection, puts: list[DecisionPut]
+) -> list[str | Exception | None]:
     """Insert a batch of decisions; None for a stored one, else the winner's document
     (rule 3). Stream records of the stored ones are appended together."""
     results: list[str | Exception | None] = []
@@ -164,7 +153,7 @@ def _put_all(connection: sqlite3.Connection, puts: list[_Put]) -> list[str | Exc
 
 
 def _settle(
-    batch: list[tuple[_Put, asyncio.Future[str | None]]],
+    batch: list[tuple[DecisionPut, asyncio.Future[str | None]]],
     outcome: BaseException | list[str | Exception | None],
 ) -> None:
     for index, (_, future) in enumerate(batch):
@@ -190,7 +179,7 @@ def _delete_chunk(
     return connection.execute(statement, (*parameters, DELETE_CHUNK)).rowcount
 
 
-class SqliteDecisionStore(DecisionJournal):
+class SqliteDecisionStore(SqlDecisionJournal):
     """``DecisionJournal`` in the gateway's SQLite file (module rules)."""
 
     def __init__(
@@ -200,27 +189,13 @@ class SqliteDecisionStore(DecisionJournal):
         log: SqliteEventLog | None = None,
         clock: Clock | None = None,
     ) -> None:
+        super().__init__(log, clock)
         self._database = database
         self._writer = database.writer
-        self._log = log
-        self._clock = clock or SystemClock()
-        self._gathering: list[tuple[_Put, asyncio.Future[str | None]]] = []
+        self._gathering: list[tuple[DecisionPut, asyncio.Future[str | None]]] = []
         self._in_flight = False
 
-    def publishes_to(self, log: EventLog | None) -> bool:
-        return log is not None and log is self._log
-
-    async def _put(
-        self,
-        record: DecisionRecord,
-        published: tuple[str, NewRecord] | None,
-        document: bytes | None = None,
-    ) -> DecisionRecord:
-        put = _Put(
-            record.tenant, record.trace_id, record.transaction_id, record.idempotency_key,
-            document.decode() if document else storage_document(record), self._clock.now(),
-            published,
-        )  # fmt: skip
+    async def _submit(self, put: DecisionPut) -> str | None:
         if len(self._gathering) >= MAX_GATHERED:
             raise Backpressure("The decision store is at capacity; retry shortly.")
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
@@ -232,8 +207,7 @@ class SqliteDecisionStore(DecisionJournal):
             asyncio.get_running_loop().call_soon(self._hand_over_gathered)
         # A caller that goes away leaves its decision in the batch: it is
         # written all the same, as a retry would find it.
-        winner = await future
-        return record if winner is None else stored_record(winner)
+        return await future
 
     def _hand_over_gathered(self) -> None:
         if self._gathering and not self._in_flight:
@@ -255,28 +229,13 @@ class SqliteDecisionStore(DecisionJournal):
 
     def _handed(
         self,
-        batch: list[tuple[_Put, asyncio.Future[str | None]]],
+        batch: list[tuple[DecisionPut, asyncio.Future[str | None]]],
         job: asyncio.Future[list[str | Exception | None]],
     ) -> None:
         self._in_flight = False
         _settle(batch, job.exception() or job.result())
         if self._gathering:
             self._hand_over()
-
-    async def put(self, record: DecisionRecord) -> DecisionRecord:
-        return await self._put(record, None)
-
-    async def put_published(
-        self,
-        record: DecisionRecord,
-        topic: str,
-        published: NewRecord,
-        *,
-        document: bytes | None = None,
-    ) -> DecisionRecord:
-        if self._log is None:
-            raise NotImplementedError("this decision store was opened without the event log")
-        return await self._put(record, (topic, published), document)
 
     async def get(self, tenant: str, trace_id: str) -> DecisionRecord | None:
         row = self._database.read_sync(lambda c: c.execute(_GET, (trace_id, tenant)).fetchone())
