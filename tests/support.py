@@ -18,6 +18,7 @@ import httpx
 from strongroom.domain.cards import contains_pan
 from support_cli import clean_env, cli_argv
 from support_database import database_contents, database_env
+from support_fork import ForkedProcess, forking
 
 KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "test-key-fedcba9876543210"
@@ -144,18 +145,22 @@ class GatewayProcess:
         database = {} if "STRONGROOM_DATABASE_URL" in env else database_env(data_dir)
         self.env = clean_env({"STRONGROOM_API_KEYS": KEY, **database, **env}, unset=unset)
         self.command = list(command) if command else None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | ForkedProcess | None = None
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
         """Start and wait until ``/health`` answers 200; killed if it never does."""
-        argv = cli_argv(
-            "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
-            command=self.command,
-        )  # fmt: skip
-        # The parent closes its copies of the output files: an unclosed file is a
-        # ResourceWarning, which the suite turns into an error.
-        with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=err, env=self.env)
+        args = ["serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self.command is None and forking():
+            self.process = ForkedProcess(
+                args, env=self.env, stdout=self.stdout_path, stderr=self.stderr_path
+            )
+        else:
+            # The parent closes its copies of the output files: an unclosed file is a
+            # ResourceWarning, which the suite turns into an error.
+            with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
+                self.process = subprocess.Popen(
+                    cli_argv(*args, command=self.command), stdout=out, stderr=err, env=self.env
+                )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

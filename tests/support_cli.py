@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from support_database import database_env
+from support_fork import forking, run_forked
 
 #: Commands that make an install where there is none. Any other command pointed at a
 #: missing data dir must answer "no Strongroom data", so it is not given a database.
@@ -60,12 +61,16 @@ def cli(
     command: Sequence[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``strongroom ARGS`` (see ``cli_argv``) with a clean environment (plus the data dir's
-    database, see ``data_dir_env``, and ``env``), output captured."""
+    database, see ``data_dir_env``, and ``env``), output captured; forked from the
+    fork server unless ``command`` is given (``support_fork``)."""
+    child_env = clean_env({**data_dir_env(args, env), **(env or {})})
+    if command is None and forking():
+        return run_forked(args, env=child_env, timeout=timeout)
     return subprocess.run(
         cli_argv(*args, command=command),
         capture_output=True,
         text=True,
-        env=clean_env({**data_dir_env(args, env), **(env or {})}),
+        env=child_env,
         timeout=timeout,
         check=False,
     )

@@ -81,15 +81,29 @@ def client_ip(scope: Scope) -> str:
 # Request ids need to be unique, not secret: a random per-process prefix and a
 # counter cost far less than a UUID (an entropy syscall) per request. The "r"
 # between them keeps any digit run to 12, so an id never looks like a card number.
-_ID_PREFIX: Final = os.urandom(6).hex()
-_ID_COUNTER: Final = itertools.count(1)
+class _RequestIds:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(6).hex() + "r"
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):012x}"
+
+
+_IDS: Final = _RequestIds()
+# A process forked after import (a preforking server, a fork server) would
+# otherwise hand out the same ids as its parent and its siblings.
+os.register_at_fork(after_in_child=_IDS.reset)
 
 
 def _request_id(scope: Scope) -> str:
     offered = _header(scope, b"x-request-id")
     if offered and _REQUEST_ID.match(offered) and not contains_pan(offered):
         return offered
-    return f"{_ID_PREFIX}r{next(_ID_COUNTER):012x}"
+    return _IDS.next()
 
 
 class RequestContext:
