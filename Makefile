@@ -49,7 +49,10 @@ PG_PASS_SKIPS := --ignore=tests/unit --ignore=tests/kms --ignore=tests/contract 
 # has its own data dir, database, key prefix and ports).
 XDIST ?=
 
+# Byte-compiled once here: with PYTHONDONTWRITEBYTECODE set (as on some CI images)
+# every child process the suite starts would otherwise compile the package again.
 test: lint types
+	$(PY) -m compileall -q src/strongroom >/dev/null
 	$(VENV)/bin/pytest $(XDIST) --cov --cov-report=term $(PYTEST_ARGS)
 	STRONGROOM_TEST_DATABASE=postgres $(VENV)/bin/pytest $(XDIST) -q -p no:cacheprovider tests $(PG_PASS_SKIPS) $(PYTEST_ARGS)
 
