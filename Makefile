@@ -36,12 +36,18 @@ types: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
 # The whole suite on the embedded store, then again with every test's store on
-# PostgreSQL (127.0.0.1:5432, or $$STRONGROOM_TEST_POSTGRES); folders that never
-# touch the store, or already run on both, are not repeated.
+# PostgreSQL (127.0.0.1:5432, or $$STRONGROOM_TEST_POSTGRES). Not repeated there:
+# folders that never touch the store or already run on both (unit, kms, contract,
+# postgres, scale, risk, streams, shared_ratelimit), and the end-to-end tests of
+# what the server process and the CLI do whatever the store (signals, start-up
+# configuration, client addresses, stream CLI formatting, a fresh checkout). The
+# planted-card scan, kill -9 durability and backpressure do run on both.
 PG_PASS_SKIPS := --ignore=tests/unit --ignore=tests/kms --ignore=tests/contract \
 	--ignore=tests/postgres --ignore=tests/scale --ignore=tests/risk \
 	--ignore=tests/streams --ignore=tests/shared_ratelimit \
-	--ignore=tests/e2e/test_fresh_checkout.py
+	--ignore=tests/e2e/test_fresh_checkout.py --ignore=tests/e2e/test_signals.py \
+	--ignore=tests/e2e/test_bootstrap_and_config.py --ignore=tests/e2e/test_client_address.py \
+	--ignore=tests/e2e/test_stream_cli.py --ignore=tests/e2e/test_stream_export_replay.py
 
 # One process by default: the graceful-shutdown and backpressure tests time a
 # server's answers, which a loaded two-core machine would skew. For a faster
