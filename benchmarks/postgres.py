@@ -56,7 +56,9 @@ from benchmarks.run import (
     durability_check,
     free_port,
     gateway_env,
+    load_generator_note,
     machine_line,
+    refusals,
     scenario_group,
     scenario_table,
     server,
@@ -448,12 +450,7 @@ def render_postgres(report: GroupReport) -> str:
 def postgres_notes(scenarios: Sequence[ScenarioResult]) -> list[str]:
     notes = []
     for s in scenarios:
-        refused = {code: n for code, n in s.measured.statuses.items() if code >= 300}
-        if refused or s.measured.socket_errors:
-            notes.append(
-                f"{s.name}: non-2xx responses by status {refused}, "
-                f"socket errors {s.measured.errors}."
-            )
+        notes.extend(refusals(s.name, s.measured)[1])
         cpu = s.cpu or {}
         if cpu.get("other_on_core_percent", 0) > CONTENDED_SHARE:
             notes.append(
@@ -467,11 +464,7 @@ def postgres_notes(scenarios: Sequence[ScenarioResult]) -> list[str]:
                 )
                 + "; CPU µs/req is the steadier figure."
             )
-        if cpu.get("load_generator_cpu_percent", 0) > 90:
-            notes.append(
-                f"{s.name}: wrk used {cpu['load_generator_cpu_percent']:.0f}% of its core; "
-                "the load generator may have set the pace."
-            )
+        notes.extend(load_generator_note(s.name, cpu))
     return notes
 
 

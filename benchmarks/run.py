@@ -849,6 +849,28 @@ def single_to_bare_ratio(single: ScenarioResult, bare: ScenarioResult) -> float:
     return single.measured.ok_per_s / bare.measured.ok_per_s if bare.measured.ok else 0.0
 
 
+def refusals(name: str, run: WrkRun) -> tuple[dict[int, int], list[str]]:
+    """The statuses of ``run`` that were not 2xx, and a note when there were any
+    (or socket errors)."""
+    refused = {code: n for code, n in run.statuses.items() if code >= 300}
+    if refused or run.socket_errors:
+        return refused, [
+            f"{name}: non-2xx responses by status {refused}, socket errors {run.errors}."
+        ]
+    return refused, []
+
+
+def load_generator_note(name: str, cpu: dict[str, Any] | None) -> list[str]:
+    """A note when wrk kept its own core busy: then it may have set the pace."""
+    wrk_cpu = (cpu or {}).get("load_generator_cpu_percent", 0)
+    if wrk_cpu > 90:
+        return [
+            f"{name}: wrk used {wrk_cpu:.0f}% of its core; the load generator, "
+            "not the server, may have set the pace."
+        ]
+    return []
+
+
 def single_to_bare_cpu_ratio(single: ScenarioResult, bare: ScenarioResult) -> float | None:
     """Bare CPU µs/request over the gateway's: the same ratio, nearly blind to contention.
 
@@ -1025,12 +1047,8 @@ def ingest(runner: Runner) -> GroupReport:
     cpu_ratio = single_to_bare_cpu_ratio(single, bare)
     notes = []
     for scenario in scenarios:
-        refused = {code: n for code, n in scenario.measured.statuses.items() if code >= 300}
-        if refused or scenario.measured.socket_errors:
-            notes.append(
-                f"{scenario.name}: non-2xx responses by status {refused}, "
-                f"socket errors {scenario.measured.errors}."
-            )
+        refused, refusal_notes = refusals(scenario.name, scenario.measured)
+        notes.extend(refusal_notes)
         cpu = scenario.cpu or {}
         ceiling = cpu.get("one_core_ceiling_requests_per_s")
         if ceiling:
@@ -1040,12 +1058,7 @@ def ingest(runner: Runner) -> GroupReport:
                 f"({ceiling * scenario.load.events_per_ok:,} events/s) if the server stayed "
                 "CPU-bound."
             )
-        wrk_cpu = cpu.get("load_generator_cpu_percent", 0)
-        if wrk_cpu > 90:
-            notes.append(
-                f"{scenario.name}: wrk used {wrk_cpu:.0f}% of its core; the load generator, "
-                "not the server, may have set the pace."
-            )
+        notes.extend(load_generator_note(scenario.name, cpu))
         if refused.get(429):
             notes.append(
                 f"{scenario.name}: a rate limiter refused requests; a limit this harness "
@@ -1435,20 +1448,11 @@ def keys_group(runner: Runner) -> GroupReport:
     ratio, cpu_ratio = key_ratios(means[CONFIGURED], means[MANAGED])
     notes = []
     for scenario in scenarios:
-        refused = {code: n for code, n in scenario.measured.statuses.items() if code >= 300}
-        if refused or scenario.measured.socket_errors:
-            notes.append(
-                f"{scenario.name}: non-2xx responses by status {refused}, "
-                f"socket errors {scenario.measured.errors}."
-            )
+        refused, refusal_notes = refusals(scenario.name, scenario.measured)
+        notes.extend(refusal_notes)
         if refused.get(401) or refused.get(403):
             notes.append(f"{scenario.name}: the gateway refused the key; the ratio is void.")
-        wrk_cpu = (scenario.cpu or {}).get("load_generator_cpu_percent", 0)
-        if wrk_cpu > 90:
-            notes.append(
-                f"{scenario.name}: wrk used {wrk_cpu:.0f}% of its core; the load generator, "
-                "not the server, may have set the pace."
-            )
+        notes.extend(load_generator_note(scenario.name, scenario.cpu))
     widest = max(means.values(), key=lambda m: m.spread)
     if widest.spread >= 1 - KEYS_RATIO_TARGET:
         notes.append(

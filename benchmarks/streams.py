@@ -84,10 +84,12 @@ from benchmarks.run import (
     durability_check,
     free_port,
     gateway_env,
+    load_generator_note,
     machine_line,
     pinned,
     pinned_here,
     read_metrics,
+    refusals,
     scenario_group,
     scenario_table,
     server,
@@ -1088,12 +1090,7 @@ def streams_notes(scenarios: Sequence[StreamScenario]) -> list[str]:
             notes.append(f"{scenario.name}: failed: {scenario.error}")
             continue
         for run in scenario.runs:
-            refused = {code: n for code, n in run.measured.statuses.items() if code >= 300}
-            if refused or run.measured.socket_errors:
-                notes.append(
-                    f"{run.name}: non-2xx responses by status {refused}, "
-                    f"socket errors {run.measured.errors}."
-                )
+            notes.extend(refusals(run.name, run.measured)[1])
         cpu = scenario.cpu or {}
         other = cpu.get("other_on_core_percent", 0)
         if other > CONTENDED_SHARE:
@@ -1101,11 +1098,7 @@ def streams_notes(scenarios: Sequence[StreamScenario]) -> list[str]:
                 f"{scenario.name}: other processes took {other:.0f}% of the gateways' core "
                 "during the measured run; CPU µs/req is the steadier figure."
             )
-        if cpu.get("load_generator_cpu_percent", 0) > 90:
-            notes.append(
-                f"{scenario.name}: wrk used {cpu['load_generator_cpu_percent']:.0f}% of its "
-                "core; the load generator may have set the pace."
-            )
+        notes.extend(load_generator_note(scenario.name, cpu))
         consumer = scenario.consumer or {}
         if consumer.get("stopped") not in (None, "drained"):
             notes.append(
