@@ -80,12 +80,11 @@ class ForkedProcess:
         env: dict[str, str],
         stdout: Path,
         stderr: Path,
-        cwd: Path | None = None,
     ) -> None:
         self.args = list(args)
         self._process = _forkserver().Process(
             target=_run,
-            args=(self.args, env, str(cwd or Path.cwd()), str(stdout), str(stderr)),
+            args=(self.args, env, str(Path.cwd()), str(stdout), str(stderr)),
             daemon=True,
         )
         self._process.start()
@@ -98,7 +97,7 @@ class ForkedProcess:
         return self._process.exitcode
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         self._process.join(timeout)

@@ -1,11 +1,11 @@
 """Group commit on asyncio: many concurrent writes, one database transaction.
 
 A commit costs a round trip and a WAL flush on the server, so a transaction
-per request caps a gateway's throughput at the server's flush rate. The
-PostgreSQL event, audit and decision logs and the Kafka log's SQL index use it. Instead
+per request caps a gateway's throughput at the server's flush rate. Instead
 each write is queued; one task takes everything queued (up to a weight bound),
 hands it to the adapter's ``commit`` function as one list, and resolves every
-caller's future with its own outcome after that function returned.
+caller's future with its own outcome after that function returned. The
+PostgreSQL event, audit and decision logs and the Kafka log's SQL index use it.
 
 Rules:
 1. A future resolves only after ``commit`` returned, that is after COMMIT (or

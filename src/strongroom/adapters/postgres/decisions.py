@@ -88,7 +88,7 @@ async def _winner(
     return document
 
 
-class PostgresDecisionStore(SqlDecisionJournal):
+class PostgresDecisionStore(SqlDecisionJournal[PostgresEventLog]):
     """``DecisionJournal`` in the gateways' PostgreSQL database (module rules)."""
 
     def __init__(
@@ -100,7 +100,6 @@ class PostgresDecisionStore(SqlDecisionJournal):
         clock: Clock | None = None,
     ) -> None:
         super().__init__(log, clock)
-        self._database_log = log
         self._engine = engine
         self._writer: GroupCommit[DecisionPut, str | None] = GroupCommit(
             self._commit,
@@ -127,8 +126,8 @@ class PostgresDecisionStore(SqlDecisionJournal):
 
     async def _write(self, puts: Sequence[DecisionPut]) -> list[str | None]:
         topics = {put.published[0] for put in puts if put.published is not None}
-        if topics and self._database_log is not None:
-            await self._database_log.ensure_topics(topics)
+        if topics and self._log is not None:
+            await self._log.ensure_topics(topics)
         async with translate_errors(), self._engine.begin() as connection:
             inserted = {
                 row[0]

@@ -30,7 +30,7 @@ import asyncio
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import orjson
 from sqlalchemy import delete, select
@@ -227,6 +227,9 @@ def stored_record(document: str | bytes) -> DecisionRecord:
     return DecisionRecord.from_storage(orjson.loads(document))
 
 
+DatabaseLog = TypeVar("DatabaseLog", bound=EventLog)
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionPut:
     """One decision on its way into a journal, with the stream record to publish with it."""
@@ -240,12 +243,12 @@ class DecisionPut:
     published: tuple[str, NewRecord] | None
 
 
-class SqlDecisionJournal(DecisionJournal):
+class SqlDecisionJournal(DecisionJournal, Generic[DatabaseLog]):
     """What the SQLite and PostgreSQL journals share: a decision becomes a
     ``DecisionPut`` and, when the journal was opened with the database's own
-    event log, its stream record rides in the same commit."""
+    event log (of type ``DatabaseLog``), its stream record rides in the same commit."""
 
-    def __init__(self, log: EventLog | None, clock: Clock | None) -> None:
+    def __init__(self, log: DatabaseLog | None, clock: Clock | None) -> None:
         self._log = log
         self._clock = clock or SystemClock()
 

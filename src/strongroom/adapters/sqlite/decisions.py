@@ -179,7 +179,7 @@ def _delete_chunk(
     return connection.execute(statement, (*parameters, DELETE_CHUNK)).rowcount
 
 
-class SqliteDecisionStore(SqlDecisionJournal):
+class SqliteDecisionStore(SqlDecisionJournal[SqliteEventLog]):
     """``DecisionJournal`` in the gateway's SQLite file (module rules)."""
 
     def __init__(
