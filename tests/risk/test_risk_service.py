@@ -8,6 +8,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from risk_support import T0, RecordingAudit, RecordingLog, event, hash_ip, request
 
 from strongroom.domain.risk import DEFAULT_POLICY
@@ -54,8 +56,30 @@ def factor(answer: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_trace_ids_look_right() -> None:
-    assert re.fullmatch(r"trc_[A-Za-z0-9]{24}", new_trace_id())
-    assert new_trace_id() != new_trace_id()
+    assert re.fullmatch(r"trc_[A-Za-z0-9]{24}", new_trace_id(T0))
+    assert new_trace_id(T0) != new_trace_id(T0)
+
+
+@settings(max_examples=200)
+@given(
+    earlier=st.floats(min_value=0, max_value=2e11, allow_nan=False),
+    gap=st.floats(min_value=0.001, max_value=1e10, allow_nan=False),
+)
+def test_trace_ids_sort_by_time(earlier: float, gap: float) -> None:
+    first, second = new_trace_id(earlier), new_trace_id(earlier + gap)
+    # Whole milliseconds decide the order; a gap inside one millisecond may not.
+    if int((earlier + gap) * 1000) > int(earlier * 1000):
+        assert first < second
+    assert re.fullmatch(r"trc_[A-Za-z0-9]{24}", second)
+
+
+def test_trace_ids_share_only_their_time() -> None:
+    ids = {new_trace_id(T0) for _ in range(1000)}
+    assert len(ids) == 1000
+    assert len({trace[4:12] for trace in ids}) == 1
+    # 16 random base62 characters each: no two alike, and every character used.
+    assert len({trace[12:] for trace in ids}) == 1000
+    assert len({char for trace in ids for char in trace[12:]}) == 62
 
 
 async def test_an_evaluation_answers_and_is_stored_tokenized() -> None:

@@ -232,7 +232,7 @@ class RiskService:
         )
         record = DecisionRecord(
             tenant=tenant,
-            trace_id=new_trace_id(),
+            trace_id=new_trace_id(now),
             transaction_id=request.transaction_id,
             idempotency_key=request.idempotency_key,
             fingerprint=inputs,

@@ -33,11 +33,16 @@ from strongroom.domain.risk import (
 from strongroom.errors import FieldError, InvalidRequest
 
 TRACE_PREFIX: Final = "trc_"
-TRACE_RANDOM_CHARS: Final = 24
-_BASE62: Final = string.ascii_letters + string.digits
+TRACE_CHARS: Final = 24
+#: Leading characters of a trace id that encode its time (milliseconds, base 62);
+#: eight of them last until the year 8888.
+TRACE_TIME_CHARS: Final = 8
+TRACE_RANDOM_CHARS: Final = TRACE_CHARS - TRACE_TIME_CHARS
+#: In ASCII order, so trace ids compare as their times do.
+_BASE62: Final = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _DIGEST_HEX: Final = 32
-#: Bytes drawn at a time: 8 in 256 are dropped, so 32 nearly always give 24 characters.
-_TRACE_BYTES: Final = 32
+#: Bytes drawn at a time: 8 in 256 are dropped, so 24 nearly always give 16 characters.
+_TRACE_BYTES: Final = 24
 _BASE62_BYTES: Final = bytes(ord(_BASE62[value % 62]) for value in range(256))
 _UNUSED_BYTES: Final = bytes(range(4 * 62, 256))
 #: As long as the token vault remembers a known card number (``services.tokens``).
@@ -45,15 +50,27 @@ KNOWN_CARD_SECONDS: Final = 5.0
 MAX_KNOWN_CARDS: Final = 100_000
 
 
-def new_trace_id() -> str:
-    """``trc_`` and 24 random base62 characters (about 143 bits)."""
+def new_trace_id(now: float) -> str:
+    """``trc_``, the time ``now`` in 8 base62 characters, then 16 random ones (about 95 bits).
+
+    Time first, so trace ids made later sort later: the stores index decisions
+    and their stream records by trace id, and new ids then land at the end of
+    those indexes instead of on a random page each. A page written per decision
+    per index was most of what a durable evaluation cost the log writer. The
+    random part alone keeps ids unguessable and, within one millisecond, unique.
+    """
+    stamp = ""
+    value = max(0, int(now * 1000))
+    for _ in range(TRACE_TIME_CHARS):
+        value, digit = divmod(value, 62)
+        stamp = _BASE62[digit] + stamp
     # Random bytes below 248 (four times 62) map onto base 62 uniformly; the
     # rest are dropped. One read of the system's CSPRNG almost always suffices,
     # at a fraction of the cost of big-integer arithmetic.
     chars = ""
     while len(chars) < TRACE_RANDOM_CHARS:
         chars += secrets.token_bytes(_TRACE_BYTES).translate(_BASE62_BYTES, _UNUSED_BYTES).decode()
-    return TRACE_PREFIX + chars[:TRACE_RANDOM_CHARS]
+    return TRACE_PREFIX + stamp + chars[:TRACE_RANDOM_CHARS]
 
 
 def digest(value: str) -> str:

@@ -11,7 +11,8 @@ Rules:
 1. A future resolves only after COMMIT returned (or with the error that
    prevented it); nothing is acknowledged from an uncommitted transaction.
 2. An operation that raises is rolled back to its savepoint alone; the others
-   in the same transaction still commit.
+   in the same transaction still commit. (A commit with one unit uses the
+   transaction itself as that savepoint.)
 3. The queue is bounded by weight (events); past the bound, ``submit`` raises
    ``Backpressure`` at once instead of growing memory.
 4. ``close`` drains what is queued, commits it, then stops the thread.
@@ -168,22 +169,21 @@ class GroupCommitWriter:
 
     def _commit(self, jobs: list[_Job]) -> None:
         connection = self._connection
+        units = _units(jobs)
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for unit in _units(jobs):
-                connection.execute("SAVEPOINT op")
-                try:
-                    _run(connection, unit)
-                except Exception as exc:
-                    # Handed to the callers' futures; the other units still commit.
-                    connection.execute("ROLLBACK TO op")
-                    if len(unit) == 1:
-                        unit[0].outcome = (False, exc)
-                    else:
-                        # A combined unit failed: run its jobs one by one, so
-                        # only the culprit fails.
-                        _run_alone(connection, unit)
-                connection.execute("RELEASE op")
+            if len(units) == 1:
+                _run_only(connection, units[0])
+            else:
+                for unit in units:
+                    connection.execute("SAVEPOINT op")
+                    try:
+                        _run(connection, unit)
+                    except Exception as exc:
+                        # Handed to the callers' futures; the other units still commit.
+                        connection.execute("ROLLBACK TO op")
+                        _failed(connection, unit, exc)
+                    connection.execute("RELEASE op")
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
             if connection.in_transaction:
@@ -206,30 +206,60 @@ class GroupCommitWriter:
 
 
 class _Checkpointer:
-    """Copies the WAL into the database file in the background, without blocking writers.
+    """Copies the WAL into the database file in the background, and keeps the WAL short.
 
     PASSIVE checkpoints never wait for readers or writers; run every
-    ``INTERVAL_SECONDS``, they keep the WAL short. Done on the commit path
-    instead (SQLite's default), every thousandth page makes one commit wait
-    for the copy and an fsync of the database file: the latency tail.
+    ``INTERVAL_SECONDS``, they copy the WAL into the database file. Done on the
+    commit path instead (SQLite's default), every thousandth page makes one
+    commit wait for the copy and an fsync of the database file: the latency tail.
+
+    A PASSIVE checkpoint alone never lets the WAL start over while commits keep
+    coming (SQLite restarts it only when a writer finds every frame copied, and
+    by then new ones were appended), so under sustained load it grows without
+    bound, and every read searches a longer WAL index. Once the WAL is past
+    ``RESTART_FRAMES`` and a PASSIVE pass has copied it all, a RESTART
+    checkpoint follows at once: it copies the few frames appended meanwhile
+    and makes the next commit write from the start of the file, which
+    ``journal_size_limit`` then trims. RESTART holds writers back while it
+    waits for readers on an older snapshot, so it waits at most
+    ``RESTART_WAIT_MS`` and is tried again next time.
     """
 
     INTERVAL_SECONDS: Final = 0.5
+    #: About 16 MiB of 4 KiB pages.
+    RESTART_FRAMES: Final = 4096
+    RESTART_WAIT_MS: Final = 20
 
     def __init__(self, path: Path) -> None:
         self._connection = connect(path)
+        self._connection.execute(f"PRAGMA journal_size_limit={self.RESTART_FRAMES * 4096}")
         self._stopping = threading.Event()
+        #: Completed RESTART checkpoints, for tests and diagnostics.
+        self.restarts = 0
         self._thread = threading.Thread(target=self._run, name="strongroom-checkpoint", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stopping.wait(self.INTERVAL_SECONDS):
             try:
-                self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.checkpoint()
             except sqlite3.Error:
                 # A busy or failing checkpoint is retried next time; the WAL
                 # stays valid meanwhile, only longer.
                 continue
+
+    def checkpoint(self) -> None:
+        connection = self._connection
+        _, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames < self.RESTART_FRAMES or copied != frames:
+            return
+        connection.execute(f"PRAGMA busy_timeout={self.RESTART_WAIT_MS}")
+        try:
+            busy, _, _ = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        finally:
+            connection.execute("PRAGMA busy_timeout=10000")
+        if not busy:
+            self.restarts += 1
 
     def stop(self) -> None:
         self._stopping.set()
@@ -265,6 +295,27 @@ def _run(connection: sqlite3.Connection, unit: list[_Job]) -> None:
     results = first.combiner(connection, [job.payload for job in unit])
     for job, result in zip(unit, results, strict=True):
         job.outcome = (True, result)
+
+
+def _run_only(connection: sqlite3.Connection, unit: list[_Job]) -> None:
+    """The commit's one unit, in a transaction already begun. The transaction
+    stands in for its savepoint: under light load most commits hold one unit,
+    and each statement saved is a round of the GIL the commit does not wait for."""
+    try:
+        _run(connection, unit)
+    except Exception as exc:
+        connection.execute("ROLLBACK")
+        connection.execute("BEGIN IMMEDIATE")
+        _failed(connection, unit, exc)
+
+
+def _failed(connection: sqlite3.Connection, unit: list[_Job], exc: Exception) -> None:
+    """A unit raised ``exc`` and was rolled back: fail its job, or, for a combined
+    unit, run its jobs one by one so that only the culprit fails."""
+    if len(unit) == 1:
+        unit[0].outcome = (False, exc)
+    else:
+        _run_alone(connection, unit)
 
 
 def _run_alone(connection: sqlite3.Connection, unit: list[_Job]) -> None:
