@@ -54,6 +54,7 @@ async def test_metrics_are_prometheus_text_with_every_family(client: httpx.Async
         assert f"# TYPE {family} {kind}" in text, family
     names = {name for name, _, _ in await metric_samples(client)}
     assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= names
+    assert {"python_gc_collections_total", "strongroom_gc_frozen_objects"} <= names
     assert any(name.startswith("python_info") for name in names)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 from collections.abc import Iterator
 from typing import Annotated, Final
@@ -74,6 +75,20 @@ def serve(
     _Server(config).run()
 
 
+def settle_heap() -> None:
+    """Set aside everything the process built to start (modules, app, stores)
+    from the cycle collector.
+
+    Those objects live as long as the process, yet every full collection scans
+    them all: about 140,000 of them, which made each generation-2 collection a
+    pause of 60-80 ms on the request path, several times a minute under load.
+    Frozen, they are never scanned again, and a full collection covers only
+    what requests created since.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, exiting 0 after a graceful shutdown on SIGTERM or SIGINT.
 
@@ -81,6 +96,10 @@ class _Server(uvicorn.Server):
     would die by that signal after finishing cleanly; supervisors then report a
     failure. The shutdown is complete at that point, so the exit is a success.
     """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        settle_heap()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
