@@ -106,11 +106,13 @@ class OpenBaoServer:
         response.raise_for_status()
         return response.json() if response.content else {}
 
-    def create_token(self, policy: str) -> str:
-        """A token holding only ``policy`` (HCL), created with the root token."""
+    def create_token(self, policy: str, **options: Any) -> str:
+        """A token holding ``policy`` (HCL), created with the root token; ``options``
+        (``ttl``, ``renewable``, ``explicit_max_ttl``, ...) go to ``auth/token/create``."""
         name = "p" + secrets.token_hex(6)
         self.request("POST", f"sys/policies/acl/{name}", {"policy": policy})
-        answer = self.request("POST", "auth/token/create", {"policies": [name], "ttl": "1h"})
+        body = {"policies": [name], "ttl": "1h", **options}
+        answer = self.request("POST", "auth/token/create", body)
         return str(answer["auth"]["client_token"])
 
     def seal(self) -> None:

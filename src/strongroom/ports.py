@@ -503,6 +503,11 @@ class KeyManager(ABC):
             Conflict: ``version`` is above the latest version.
         """
 
+    def credential_expires_in(self) -> float | None:
+        """Seconds until the credential this key manager uses expires; None when it never
+        does (the local keyring) or the key manager cannot tell."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - most key managers hold nothing to close
         """Release connections."""
 

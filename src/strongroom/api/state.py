@@ -121,6 +121,10 @@ def configured_keys(settings: Settings, pepper: bytes) -> ConfiguredKeys:
     return ConfiguredKeys(pepper, active, revoked)
 
 
+def _or_never(seconds: float | None) -> float:
+    return -1.0 if seconds is None else seconds
+
+
 async def open_gateway(
     settings: Settings, metrics: Metrics, logger: Any, *, migrate: bool = False
 ) -> GatewayState:
@@ -129,7 +133,7 @@ async def open_gateway(
     signer = Signer.load_or_create(settings.data_dir / AUDIT_KEY_FILE)
     store = await open_store(settings, migrate=migrate)
     try:
-        key_manager = await open_key_manager(settings)
+        key_manager = await open_key_manager(settings, log=logger)
     except BaseException:
         await store.aclose()
         raise
@@ -139,6 +143,9 @@ async def open_gateway(
         await key_manager.aclose()
         await store.aclose()
         raise
+    metrics.kms_credential_expires_in.set_function(
+        lambda: _or_never(key_manager.credential_expires_in())
+    )
     clock = SystemClock()
     audit = AuditTrail(store.audit, signer, clock)
     usage = UsageRecorder(store.usage, clock)

@@ -31,6 +31,13 @@ class Metrics:
             registry=r,
         )
         self.gc_frozen_objects.set_function(gc.get_freeze_count)
+        self.kms_credential_expires_in = Gauge(
+            "strongroom_kms_credential_expires_in_seconds",
+            "Seconds until the key manager's credential (the Vault token) expires; "
+            "-1 when it never expires or its lifetime is unknown.",
+            registry=r,
+        )
+        self.kms_credential_expires_in.set(-1)
         self.events_accepted = Counter(
             "strongroom_ingest_events_accepted", "Events newly committed to the log.", registry=r
         )

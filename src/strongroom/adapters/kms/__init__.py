@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from strongroom.config import Settings
 from strongroom.crypto.keyring import parse_master_key
 from strongroom.errors import ConfigurationError
 from strongroom.ports import KeyManager
 
+if TYPE_CHECKING:
+    from strongroom.adapters.kms.vault_token import TokenLog
 
-async def open_key_manager(settings: Settings) -> KeyManager:
-    """The key manager ``STRONGROOM_KMS_URL`` names (the local keyring when unset).
+
+async def open_key_manager(settings: Settings, log: TokenLog | None = None) -> KeyManager:
+    """The key manager ``STRONGROOM_KMS_URL`` names (the local keyring when unset);
+    ``log`` hears about the Vault token's renewals.
 
     Raises:
         ConfigurationError: the URL, token or keyring is wrong.
@@ -35,4 +41,5 @@ async def open_key_manager(settings: Settings) -> KeyManager:
         settings.vault_token.get_secret_value(),
         timeout=settings.kms_timeout_seconds,
         ca_file=settings.vault_ca_file,
+        log=log,
     )

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from strongroom.adapters.kms.vault_token import TokenKeeper, TokenLog
 from strongroom.crypto.envelope import DATA_KEY_BYTES
 from strongroom.errors import (
     ConfigurationError,
@@ -188,10 +189,13 @@ class VaultTransitKeyManager(KeyManager):
     Build it with ``connect``, which checks the token and creates the key if missing.
     """
 
-    def __init__(self, client: httpx.AsyncClient, address: VaultKeyAddress) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, address: VaultKeyAddress, keeper: TokenKeeper
+    ) -> None:
         self._client = client
         self._address = address
         self._key_path = f"{address.mount}/keys/{address.key_name}"
+        self._keeper = keeper
 
     @classmethod
     async def connect(
@@ -201,8 +205,10 @@ class VaultTransitKeyManager(KeyManager):
         *,
         timeout: float,  # noqa: ASYNC109 - each request's limit, kept for the client's life
         ca_file: Path | None,
+        log: TokenLog | None = None,
     ) -> VaultTransitKeyManager:
-        """Reach the server, read the key, and create it (``aes256-gcm96``) if it is missing.
+        """Reach the server, read the key, and create it (``aes256-gcm96``) if it is missing;
+        then keep the token renewed (``vault_token``), reporting to ``log``.
 
         Raises:
             ConfigurationError: the URL, token or CA file is wrong, or the token
@@ -226,11 +232,12 @@ class VaultTransitKeyManager(KeyManager):
             trust_env=False,
             follow_redirects=False,
         )
-        manager = cls(client, address)
+        manager = cls(client, address, TokenKeeper(client, log=log))
         try:
             await manager._ensure_key()
+            await manager._keeper.start()
         except BaseException:
-            await client.aclose()
+            await manager.aclose()
             raise
         return manager
 
@@ -361,7 +368,11 @@ class VaultTransitKeyManager(KeyManager):
             refused=Conflict,
         )
 
+    def credential_expires_in(self) -> float | None:
+        return self._keeper.expires_in()
+
     async def aclose(self) -> None:
+        await self._keeper.aclose()
         await self._client.aclose()
 
 
