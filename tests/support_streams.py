@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -73,19 +74,31 @@ def tansu_binary() -> str:
 
 
 @contextmanager
-def kafka_broker(log_path: Path) -> Iterator[str]:
-    """A memory-only Kafka-protocol broker on a free loopback port: yields ``kafka://HOST:PORT``."""
+def kafka_broker(
+    log_path: Path, *, port: int | None = None, advertised_port: int | None = None
+) -> Iterator[str]:
+    """A memory-only Kafka-protocol broker on loopback (``port``, else a free one):
+    yields ``kafka://HOST:PORT``.
+
+    ``advertised_port`` is where the broker tells clients to find it (a TLS proxy
+    in front of it, say); by default its own port. The broker is then only
+    waited for until it listens, since a client would follow it to that port.
+    """
     binary = tansu_binary()
-    port = free_port()
+    port = port or free_port()
     address = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [binary, "broker", "--storage-engine", "memory://tansu/",
-             "--listener-url", address, "--advertised-listener-url", address],
+             "--listener-url", address, "--advertised-listener-url", advertised],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        _wait_for_kafka(f"127.0.0.1:{port}", process)
+        if advertised_port in (None, port):
+            _wait_for_kafka(f"127.0.0.1:{port}", process)
+        else:
+            _wait_for_listener(port, process)
         yield f"kafka://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -94,6 +107,19 @@ def kafka_broker(log_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def _wait_for_listener(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            _missing("Kafka broker (tansu)", f"exited with {process.returncode} at start")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    _missing("Kafka broker (tansu)", f"not listening on port {port} after 20 s")
 
 
 def _wait_for_kafka(bootstrap: str, process: subprocess.Popen[bytes]) -> None:

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     #: Prepended to every name the gateway creates on the broker (Redis keys,
     #: Kafka topics), so several deployments can share one.
     stream_prefix: str = Field(default="strongroom.", max_length=100, pattern=r"^[A-Za-z0-9._-]*$")
+    #: With ``kafkas://``: the CA that signed the brokers' certificates (else the
+    #: system's CAs), and a client certificate and key for mutual TLS.
+    kafka_ca_file: Path | None = None
+    kafka_cert_file: Path | None = None
+    kafka_key_file: Path | None = None
 
     master_key: SecretStr | None = None
     kms_url: str | None = None
@@ -177,8 +182,12 @@ class Settings(BaseSettings):
     @field_validator("stream_url")
     @classmethod
     def _stream_url_names_an_engine(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "kafka://")):
-            raise ValueError("use redis://HOST:PORT/DB or kafka://HOST:PORT[,HOST:PORT]")
+        if value is not None and not value.startswith(
+            ("redis://", "rediss://", "kafka://", "kafkas://")
+        ):
+            raise ValueError(
+                "use redis://HOST:PORT/DB or kafka://HOST:PORT[,HOST:PORT] (kafkas:// for TLS)"
+            )
         return value
 
     @property

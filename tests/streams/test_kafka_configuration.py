@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from strongroom.adapters.kafka._broker import bootstrap_servers
+from strongroom.adapters.kafka._connection import bootstrap_servers
 from strongroom.adapters.store import open_store
 from strongroom.errors import ConfigurationError
 from strongroom.ports import NewRecord

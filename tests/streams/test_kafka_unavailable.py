@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from strongroom.adapters.kafka._broker import Timings
+from strongroom.adapters.kafka._connection import KafkaConnection
 from strongroom.adapters.kafka.log import KafkaEventLog
 from strongroom.adapters.sql.kafka_tables import kafka_records
 from strongroom.adapters.store import open_store
@@ -50,7 +51,7 @@ async def test_appends_while_the_broker_is_down_fail_and_index_nothing(tmp_path:
     with ExitStack() as broker:
         url = broker.enter_context(kafka_broker(tmp_path / "tansu.log"))
         log = await KafkaEventLog.open(
-            url.removeprefix("kafka://"),
+            KafkaConnection.parse(url),
             store.engine,
             prefix=unique_prefix(),
             max_queued_weight=1000,

@@ -1,7 +1,7 @@
 """Opens the event log on the broker that ``STRONGROOM_STREAM_URL`` names.
 
 ``redis://`` (and ``rediss://``) is Redis Streams (the ``redis`` extra);
-``kafka://HOST:PORT[,HOST:PORT]`` is a Kafka-protocol broker through
+``kafka://HOST:PORT[,HOST:PORT]`` (``kafkas://`` for TLS) is a Kafka-protocol broker through
 librdkafka (the ``kafka`` extra). Both keep the ``EventLog`` guarantees the
 embedded log gives; how each one does is told in its adapter.
 """

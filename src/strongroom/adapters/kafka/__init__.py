@@ -1,9 +1,10 @@
 """The event log on a Kafka-protocol broker (the ``kafka`` extra: confluent-kafka).
 
-``STRONGROOM_STREAM_URL=kafka://HOST:PORT[,HOST:PORT]`` selects it. Records go
-to the broker; the idempotency index and consumer-group state stay in the
-gateway's database (``kafka_*`` tables). How the log keeps the ``EventLog``
-guarantees without Kafka transactions is told in ``log``.
+``STRONGROOM_STREAM_URL=kafka://HOST:PORT[,HOST:PORT]`` (``kafkas://`` for TLS,
+see ``_connection``) selects it. Records go to the broker; the idempotency
+index and consumer-group state stay in the gateway's database (``kafka_*``
+tables). How the log keeps the ``EventLog`` guarantees without Kafka
+transactions is told in ``log``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ async def open_kafka_event_log(
         StorageUnavailable: the brokers do not answer.
     """
     try:
-        from strongroom.adapters.kafka._broker import bootstrap_servers
+        from strongroom.adapters.kafka._connection import KafkaConnection
         from strongroom.adapters.kafka.log import KafkaEventLog
     except ModuleNotFoundError as exc:
         if exc.name is None or not exc.name.startswith("confluent_kafka"):
@@ -37,7 +38,12 @@ async def open_kafka_event_log(
             "run: pip install 'strongroom[kafka]'"
         ) from exc
     return await KafkaEventLog.open(
-        bootstrap_servers(settings.stream_url or ""),
+        KafkaConnection.parse(
+            settings.stream_url or "",
+            ca_file=settings.kafka_ca_file,
+            cert_file=settings.kafka_cert_file,
+            key_file=settings.kafka_key_file,
+        ),
         engine,
         prefix=settings.stream_prefix,
         max_queued_weight=settings.writer_queue_max_events,

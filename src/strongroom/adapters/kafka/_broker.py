@@ -31,6 +31,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -42,6 +43,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from strongroom.adapters.kafka._connection import KafkaConnection, explain_tls_failure
 from strongroom.errors import ConfigurationError, StorageUnavailable
 
 T = TypeVar("T")
@@ -85,30 +87,24 @@ class Fetched:
     headers: dict[str, bytes]
 
 
-def bootstrap_servers(url: str) -> str:
-    """``HOST:PORT[,HOST:PORT]`` from ``kafka://HOST:PORT[,HOST:PORT]``.
-
-    Raises:
-        ConfigurationError: the URL does not name brokers as HOST:PORT.
-    """
-    scheme, separator, rest = url.partition("://")
-    hosts = rest.rstrip("/").split(",") if separator and scheme == "kafka" else []
-    for host in hosts:
-        name, colon, port = host.rpartition(":")
-        if not colon or not name or not port.isdigit() or not 0 < int(port) < 65536:
-            hosts = []
-            break
-    if not hosts:
-        raise ConfigurationError(
-            "STRONGROOM_STREAM_URL: use kafka://HOST:PORT[,HOST:PORT] to name Kafka brokers"
-        )
-    return ",".join(hosts)
-
-
 def _failure(exc: BaseException) -> StorageUnavailable:
     if isinstance(exc, StorageUnavailable):
         return exc
     return StorageUnavailable("The Kafka broker is unavailable.")
+
+
+class _DriverLog:
+    """librdkafka's log, passed on to ours; TLS lines are also kept to explain failures
+    (a refused client certificate shows only there, not as an error)."""
+
+    def __init__(self, recent: deque[str]) -> None:
+        self._recent = recent
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        text = message % args if args else message
+        if "ssl" in text.lower():
+            self._recent.append(text)
+        _LOG.log(level, "%s", text)
 
 
 class _Expired(Exception):
@@ -118,13 +114,17 @@ class _Expired(Exception):
 class Broker:
     """A producer, an admin client and pooled readers on one Kafka cluster."""
 
-    def __init__(self, bootstrap: str, *, client_id: str, timings: Timings) -> None:
+    def __init__(self, connection: KafkaConnection, *, client_id: str, timings: Timings) -> None:
         self._timings = timings
+        #: The driver's latest errors, to explain a cluster that does not answer (a
+        #: TLS failure is soon followed by "brokers are down", which says less).
+        self._recent_errors: deque[str] = deque(maxlen=16)
         common: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+            **connection.client_config(),
             "client.id": client_id,
             "socket.connection.setup.timeout.ms": max(1000, int(timings.request * 1000)),
-            "logger": _LOG,
+            "logger": _DriverLog(self._recent_errors),
+            "error_cb": self._remember_error,
         }
         self._common = common
         delivery_ms = max(1000, int(timings.delivery * 1000))
@@ -166,6 +166,10 @@ class Broker:
         except (KafkaException, _Expired, FutureTimeout, BufferError, RuntimeError) as exc:
             raise _failure(exc) from exc
 
+    def _remember_error(self, error: KafkaError) -> None:
+        self._recent_errors.append(error.str())
+        _LOG.warning("kafka client error: %s", error.str())
+
     def _serve_deliveries(self) -> None:
         while not self._stopping.is_set():
             self._producer.poll(0.05)
@@ -176,9 +180,18 @@ class Broker:
         """Return when the cluster answers a metadata request.
 
         Raises:
-            StorageUnavailable: it does not, within the request timeout.
+            ConfigurationError: TLS failed (an untrusted certificate, a listener
+                without TLS, a client certificate missing).
+            StorageUnavailable: it does not answer, within the request timeout.
         """
-        await self._run(lambda: self._admin.list_topics(timeout=self._timings.request))
+        try:
+            await self._run(lambda: self._admin.list_topics(timeout=self._timings.request))
+        except StorageUnavailable:
+            for error in reversed(self._recent_errors):
+                misconfigured = explain_tls_failure(error)
+                if misconfigured is not None:
+                    raise misconfigured from None
+            raise
 
     async def ensure_topic(self, name: str) -> None:
         """Create the topic with one partition unless it exists (rule 1)."""

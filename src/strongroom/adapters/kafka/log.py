@@ -76,6 +76,7 @@ from strongroom.adapters.group_commit import GroupCommit
 from strongroom.adapters.kafka import _groups as groups
 from strongroom.adapters.kafka._appender import Appender, Request, new_claim
 from strongroom.adapters.kafka._broker import Broker, Timings
+from strongroom.adapters.kafka._connection import KafkaConnection
 from strongroom.adapters.kafka._index import Identity, Index, erase_tenant_in, settle_in
 from strongroom.adapters.kafka._reader import Reader
 from strongroom.adapters.kafka._records import check, parse
@@ -140,7 +141,7 @@ class KafkaEventLog(EventLog):
     @classmethod
     async def open(
         cls,
-        bootstrap: str,
+        connection: KafkaConnection,
         engine: AsyncEngine,
         *,
         prefix: str,
@@ -151,9 +152,10 @@ class KafkaEventLog(EventLog):
         """Connect to the cluster and check that it answers.
 
         Raises:
+            ConfigurationError: TLS with the cluster failed (see ``_connection``).
             StorageUnavailable: the cluster does not answer in time.
         """
-        broker = Broker(bootstrap, client_id=f"{prefix}gateway", timings=timings or Timings())
+        broker = Broker(connection, client_id=f"{prefix}gateway", timings=timings or Timings())
         try:
             await broker.check()
         except BaseException:
