@@ -40,6 +40,7 @@ from strongroom.errors import (
 from strongroom.ports import ApiKeyRepository, Clock, TenantRepository
 from strongroom.services.audit import AuditTrail, cli_actor
 from strongroom.services.auth import ConfiguredKeys, Principal, bearer_token
+from strongroom.services.single_flight import SingleFlight
 
 DEFAULT_GRACE_SECONDS: Final = 24 * 3600
 NEGATIVE_CACHE_SIZE: Final = 10_000
@@ -89,6 +90,10 @@ class KeyService:
         self._cache_seconds = cache_seconds
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._tenant_statuses: dict[str, tuple[TenantStatus | None, float]] = {}
+        self._fetching_keys: SingleFlight[str, _Cached] = SingleFlight()
+        self._fetching_statuses: SingleFlight[str, TenantStatus | None] = SingleFlight()
+        #: Bumped by ``forget``: a fetch that started before it does not fill the cache.
+        self._generation = 0
         self._last_used: dict[str, float] = {}
 
     # -- authentication ---------------------------------------------------------
@@ -137,12 +142,18 @@ class KeyService:
         cached = self._cache.get(key_id)
         if cached is not None and now - cached.fetched_at < self._cache_seconds:
             return cached
+        return await self._fetching_keys.run(key_id, lambda: self._fetch_key(key_id, now))
+
+    async def _fetch_key(self, key_id: str, now: float) -> _Cached:
+        generation = self._generation
         record = await self._keys.get(key_id)
         status = None
         if record is not None:
             tenant = await self._tenants.get(record.tenant_id)
             status = tenant.status if tenant else None
         cached = _Cached(record, status, now)
+        if generation != self._generation:
+            return cached
         self._cache[key_id] = cached
         self._cache.move_to_end(key_id)
         # Unknown ids are cached too, so random well-formed keys cannot make
@@ -154,14 +165,23 @@ class KeyService:
     async def _tenant_status(self, tenant_id: str, now: float) -> TenantStatus | None:
         """A tenant's status, cached like key records (configured keys have no record)."""
         cached = self._tenant_statuses.get(tenant_id)
-        if cached is None or now - cached[1] >= self._cache_seconds:
-            tenant = await self._tenants.get(tenant_id)
-            cached = (tenant.status if tenant else None, now)
-            self._tenant_statuses[tenant_id] = cached
-        return cached[0]
+        if cached is not None and now - cached[1] < self._cache_seconds:
+            return cached[0]
+        return await self._fetching_statuses.run(
+            tenant_id, lambda: self._fetch_tenant_status(tenant_id, now)
+        )
+
+    async def _fetch_tenant_status(self, tenant_id: str, now: float) -> TenantStatus | None:
+        generation = self._generation
+        tenant = await self._tenants.get(tenant_id)
+        status = tenant.status if tenant else None
+        if generation == self._generation:
+            self._tenant_statuses[tenant_id] = (status, now)
+        return status
 
     def forget(self, key_id: str | None = None) -> None:
         """Drop cached records (one key, or all after a tenant changes state)."""
+        self._generation += 1
         if key_id is None:
             self._cache.clear()
             self._tenant_statuses.clear()

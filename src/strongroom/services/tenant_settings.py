@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from strongroom.ports import Clock, TenantSettingsRepository
 from strongroom.services.audit import AuditTrail
+from strongroom.services.single_flight import SingleFlight
 
 CACHE_SECONDS: Final = 5.0
 
@@ -42,18 +43,22 @@ class TenantSettingsService:
         self._clock = clock
         self._audit = audit
         self._cache: dict[str, tuple[float, TenantSettings]] = {}
+        self._fetching: SingleFlight[str, TenantSettings] = SingleFlight()
 
     async def get(self, tenant: str) -> TenantSettings:
         now = self._clock.now()
         cached = self._cache.get(tenant)
         if cached is not None and cached[0] > now:
             return cached[1]
+        return await self._fetching.run(tenant, lambda: self._fetch(tenant))
+
+    async def _fetch(self, tenant: str) -> TenantSettings:
         stored = await self._repository.get(tenant)
         known = {
             name: stored[name] for name in TenantSettings.__dataclass_fields__ if name in stored
         }
         settings = TenantSettings(**known)  # type: ignore[arg-type]
-        self._cache[tenant] = (now + CACHE_SECONDS, settings)
+        self._cache[tenant] = (self._clock.now() + CACHE_SECONDS, settings)
         return settings
 
     async def update(self, tenant: str, change: SettingsChange, *, actor: str) -> TenantSettings:

@@ -20,6 +20,7 @@ from strongroom.errors import SignatureRejected
 from strongroom.ports import Clock, SealedSecret, TenantSecretRepository
 from strongroom.services.audit import AuditTrail
 from strongroom.services.data_keys import DataKeyService
+from strongroom.services.single_flight import SingleFlight
 from strongroom.services.tenant_settings import TenantSettingsService
 
 SECRET_NAME: Final = "transaction_signing"  # noqa: S105 - a name, not a secret
@@ -46,6 +47,7 @@ class TransactionSigning:
         self._clock = clock
         self._audit = audit
         self._cache: dict[str, tuple[float, str | None]] = {}
+        self._fetching: SingleFlight[str, str | None] = SingleFlight()
 
     async def create_secret(self, tenant: str, *, actor: str) -> str:
         """A new signing secret for the tenant (replacing any); returned once, stored sealed."""
@@ -61,6 +63,9 @@ class TransactionSigning:
         cached = self._cache.get(tenant)
         if cached is not None and cached[0] > now:
             return cached[1]
+        return await self._fetching.run(tenant, lambda: self._fetch_secret(tenant, now))
+
+    async def _fetch_secret(self, tenant: str, now: float) -> str | None:
         stored = await self._secrets.get(tenant, SECRET_NAME)
         secret = None
         if stored is not None:
