@@ -26,7 +26,6 @@ Rules these repositories keep:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from strongroom.ports import Clock, EventLog, NewRecord, SystemClock
 from strongroom.services.risk_cache import CachedDecisionStore
 from strongroom.services.risk_retention import DAY_SECONDS, DecisionPruner
 from strongroom.services.risk_stores import DecisionJournal, ErasablePolicyStore
+from strongroom.services.single_flight import SingleFlight
 
 if TYPE_CHECKING:
     from strongroom.adapters.sqlite.database import SqliteDatabase
@@ -92,7 +92,7 @@ class SqlPolicyStore(ErasablePolicyStore):
         self._cache_seconds = cache_seconds
         self._parsed: dict[tuple[str, str], Policy] = {}
         self._active: dict[str, tuple[Policy, float]] = {}
-        self._loading: dict[str, asyncio.Future[tuple[str, str] | None]] = {}
+        self._loading: SingleFlight[str, tuple[str, str] | None] = SingleFlight()
 
     def _parse(self, tenant: str, version: str, text: str) -> Policy:
         found = self._parsed.get((tenant, version))
@@ -112,13 +112,7 @@ class SqlPolicyStore(ErasablePolicyStore):
                 lambda connection: connection.execute(_ACTIVE, (tenant,)).fetchone()
             )
         else:
-            loading = self._loading.get(tenant)
-            if loading is None:
-                loading = asyncio.ensure_future(self._read_active(tenant))
-                self._loading[tenant] = loading
-                loading.add_done_callback(lambda _: self._loading.pop(tenant, None))
-            # Shielded: one caller going away must not fail the read the others wait for.
-            row = await asyncio.shield(loading)
+            row = await self._loading.run(tenant, lambda: self._read_active(tenant))
         policy = DEFAULT_POLICY if row is None else self._parse(tenant, row[0], row[1])
         if len(self._active) >= MAX_CACHED_VERSIONS:
             self._active.clear()
