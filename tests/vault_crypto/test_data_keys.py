@@ -143,6 +143,32 @@ async def test_unwrapped_data_keys_are_cached(
     assert kms.generated == 1
 
 
+async def test_concurrent_opens_of_an_uncached_key_share_one_read_and_one_unwrap(
+    store: Store, local_kms: LocalKeyManager, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kms = ControlledKeyManager(local_kms)
+    writer = service(store, kms, clock)
+    sealed = [await writer.seal(b"%d" % i, context("ten_a", i)) for i in range(20)]
+    reader = service(store, kms, clock)
+    kms.unwraps = 0
+    reads: list[str] = []
+    get = store.data_keys.get
+
+    async def counted_get(dek_id: str) -> object:
+        reads.append(dek_id)
+        return await get(dek_id)
+
+    monkeypatch.setattr(store.data_keys, "get", counted_get)
+
+    opened = await asyncio.gather(
+        *(reader.open(value, context("ten_a", i)) for i, value in enumerate(sealed))
+    )
+
+    assert opened == [b"%d" % i for i in range(20)]
+    assert len(reads) == 1
+    assert kms.unwraps == 1
+
+
 # -- seal counts ----------------------------------------------------------------------------
 
 
@@ -249,12 +275,14 @@ async def test_a_seal_waiting_for_the_kms_does_not_outrun_its_reservation(
     release = kms.hold_next_unwrap()
     waiting = asyncio.create_task(data_keys.seal(b"waiting", context("ten_a", 999)))
     await kms.held.wait()
-    # Meanwhile a read loads the same key, and another seal arrives.
-    assert await data_keys.open(sealed[0], context("ten_a", 0)) == b"0"
+    # Meanwhile a read of the same key joins that unwrap, and another seal arrives.
+    reading = asyncio.create_task(data_keys.open(sealed[0], context("ten_a", 0)))
     meanwhile = asyncio.create_task(data_keys.seal(b"meanwhile", context("ten_a", 1000)))
     await asyncio.sleep(0)
     release.set()
     sealed.extend(await asyncio.gather(waiting, meanwhile))
+    assert await reading == b"0"
+    assert kms.unwraps == 1
 
     records = {r.dek_id: r for r in await store.data_keys.of_tenant("ten_a")}
     for dek_id, used in uses_by_key(sealed).items():

@@ -29,6 +29,7 @@ from typing import Final
 from strongroom.crypto.envelope import DataKey, SealContext, Unreadable, read_header
 from strongroom.errors import DataUnreadable
 from strongroom.ports import Clock, DataKeyRecord, DataKeyRepository, DataKeyState, KeyManager
+from strongroom.services.single_flight import SingleFlight
 
 LEASE: Final = 4096
 DEFAULT_RECHECK_SECONDS: Final = 5.0
@@ -79,6 +80,7 @@ class DataKeyService:
         self._max_seals = max_seals
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._leases: dict[str, _Lease] = {}
+        self._loading: SingleFlight[tuple[str, str], DataKey] = SingleFlight()
         self._locks: dict[str, asyncio.Lock] = {}
         #: Keys seen retired in the store: they still open, but never seal again.
         self._retired: set[str] = set()
@@ -187,6 +189,11 @@ class DataKeyService:
         cached = self._fresh(dek_id, tenant)
         if cached is not None:
             return cached
+        # Requests that find the key due for a re-read at once share one read (and
+        # one unwrap by the key manager), rather than each asking the store.
+        return await self._loading.run((dek_id, tenant), lambda: self._fetch(dek_id, tenant))
+
+    async def _fetch(self, dek_id: str, tenant: str) -> DataKey:
         record = await self._repository.get(dek_id)
         if record is None or record.tenant != tenant:
             self._cache.pop(dek_id, None)
