@@ -127,14 +127,21 @@ async def test_an_unknown_data_key_or_garbage_is_unreadable(
         assert raised.value.detail == "The sealed value cannot be opened."
 
 
+async def sealed_elsewhere(
+    store: Store, kms: ControlledKeyManager, clock: ManualClock
+) -> tuple[DataKeyService, list[str]]:
+    """Twenty values sealed by one service, and a second service that has cached nothing."""
+    writer = service(store, kms, clock)
+    sealed = [await writer.seal(b"%d" % i, context("ten_a", i)) for i in range(20)]
+    kms.unwraps = 0
+    return service(store, kms, clock), sealed
+
+
 async def test_unwrapped_data_keys_are_cached(
     store: Store, local_kms: LocalKeyManager, clock: ManualClock
 ) -> None:
     kms = ControlledKeyManager(local_kms)
-    writer = service(store, kms, clock)
-    sealed = [await writer.seal(b"%d" % i, context("ten_a", i)) for i in range(20)]
-    reader = service(store, kms, clock)
-    kms.unwraps = 0
+    reader, sealed = await sealed_elsewhere(store, kms, clock)
 
     for i, value in enumerate(sealed):
         assert await reader.open(value, context("ten_a", i)) == b"%d" % i
@@ -147,10 +154,7 @@ async def test_concurrent_opens_of_an_uncached_key_share_one_read_and_one_unwrap
     store: Store, local_kms: LocalKeyManager, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kms = ControlledKeyManager(local_kms)
-    writer = service(store, kms, clock)
-    sealed = [await writer.seal(b"%d" % i, context("ten_a", i)) for i in range(20)]
-    reader = service(store, kms, clock)
-    kms.unwraps = 0
+    reader, sealed = await sealed_elsewhere(store, kms, clock)
     reads: list[str] = []
     get = store.data_keys.get
 
