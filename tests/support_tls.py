@@ -8,17 +8,17 @@ proxy counts those.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import ipaddress
+import select
 import socket
 import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 BUFFER: Final = 64 * 1024
+#: How often blocked calls wake to see whether the proxy is closing.
+POLL_SECONDS: Final = 0.1
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,9 @@ def _builder(
 class TlsProxy:
     """TLS on ``port`` (loopback), relayed in plain TCP to the port given to ``start``.
 
-    It runs an asyncio loop on a thread of its own: one TLS object per
-    connection, read and written from one thread only.
+    One thread per connection does the handshake and then relays both ways, so
+    each TLS object is only ever used from one thread; every socket is closed
+    by the thread that made it.
     """
 
     def __init__(self, server: Issued, *, client_ca: Path | None = None) -> None:
@@ -127,56 +130,77 @@ class TlsProxy:
             self._context.verify_mode = ssl.CERT_REQUIRED
             self._context.load_verify_locations(cafile=str(client_ca))
         self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(POLL_SECONDS)
         self.port: int = self._listener.getsockname()[1]
         self.target_port: int | None = None
         #: Connections relayed after a completed handshake.
         self.handshakes = 0
-        self._loop = asyncio.new_event_loop()
-        self._loop.set_exception_handler(self._on_loop_error)
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tls-proxy", daemon=True)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._accept, name="tls-proxy", daemon=True)
 
     def start(self, target_port: int) -> None:
         self.target_port = target_port
-        self._thread.start()
-        self._ready.wait(10)
+        self._acceptor.start()
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(
-                self._relay, sock=self._listener, ssl=self._context, ssl_handshake_timeout=5
-            )
-        )
-        self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            server.close()
-            self._loop.run_until_complete(server.wait_closed())
-            self._loop.close()
+    def _accept(self) -> None:
+        with self._listener:
+            while not self._stop.is_set():
+                try:
+                    raw, _ = self._listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                thread = threading.Thread(target=self._serve, args=(raw,), daemon=True)
+                with self._lock:
+                    self._threads.append(thread)
+                thread.start()
 
-    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        # Failed handshakes land here; refusing them is the proxy's job, not an error.
-        if not isinstance(context.get("exception"), ssl.SSLError | ConnectionError | TimeoutError):
-            loop.default_exception_handler(context)
+    def _serve(self, raw: socket.socket) -> None:
+        with contextlib.ExitStack() as closing:
+            closing.enter_context(raw)
+            raw.settimeout(5)
+            try:
+                client = closing.enter_context(self._context.wrap_socket(raw, server_side=True))
+            except (OSError, ssl.SSLError):
+                return
+            with self._lock:
+                self.handshakes += 1
+            assert self.target_port is not None
+            try:
+                upstream = closing.enter_context(
+                    socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                )
+            except OSError:
+                return
+            with contextlib.suppress(OSError, ssl.SSLError):
+                self._relay(client, upstream)
 
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.handshakes += 1
-        assert self.target_port is not None
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+    def _relay(self, client: ssl.SSLSocket, upstream: socket.socket) -> None:
+        while not self._stop.is_set():
+            # Bytes already decrypted inside the TLS object do not wake select().
+            readable = [client] if client.pending() else []
+            if not readable:
+                readable, _, _ = select.select([client, upstream], [], [], POLL_SECONDS)
+            for source in readable:
+                sink = upstream if source is client else client
+                data = source.recv(BUFFER)
+                if not data:
+                    return
+                sink.sendall(data)
 
     def close(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
+        self._stop.set()
+        if self._acceptor.is_alive():
+            self._acceptor.join(timeout=10)
         else:
             self._listener.close()
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout=10)
 
     def __enter__(self) -> TlsProxy:
         return self
@@ -188,15 +212,3 @@ class TlsProxy:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-
-async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    try:
-        while data := await source.read(BUFFER):
-            sink.write(data)
-            await sink.drain()
-    except (OSError, ssl.SSLError):
-        pass
-    finally:
-        with contextlib.suppress(OSError, ssl.SSLError, RuntimeError):
-            sink.close()

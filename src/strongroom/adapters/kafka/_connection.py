@@ -147,7 +147,15 @@ _TLS_FAILURES: Final[Mapping[str, str]] = {
         f"the Kafka brokers' certificate is not trusted; name its CA in {CA_FILE_VARIABLE}, "
         "and check that it was issued for the host name in the URL"
     ),
-    # TLS 1.3 refuses a missing or untrusted client certificate after the handshake.
+    # TLS 1.3 refuses a missing or untrusted client certificate after the handshake:
+    # with an alert, or by just closing the connection.
+    "alert certificate required": (
+        "the Kafka brokers ask for a client certificate; set "
+        f"{CERT_FILE_VARIABLE} and {KEY_FILE_VARIABLE}"
+    ),
+    "alert unknown ca": (
+        f"the Kafka brokers do not trust the client certificate in {CERT_FILE_VARIABLE}"
+    ),
     "ssl connection closed by peer": (
         "the Kafka brokers closed the TLS connection at once; if they ask for a client "
         f"certificate, set {CERT_FILE_VARIABLE} and {KEY_FILE_VARIABLE} to one their CA trusts"
