@@ -86,10 +86,6 @@ class TokenKeeper:
             return None
         return max(0.0, self._expires_at - self._monotonic())
 
-    @property
-    def renewing(self) -> bool:
-        return self._task is not None and not self._task.done()
-
     async def start(self) -> None:
         """Learn the token's lifetime; start renewing it if it expires and can be renewed."""
         try:
