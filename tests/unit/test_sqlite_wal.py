@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,3 +80,24 @@ async def test_the_wal_stays_bounded_while_commits_keep_coming(
     check = sqlite3.connect(path)
     assert check.execute("SELECT count(*) FROM rows").fetchone() == (COMMITS,)
     check.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_checkpoints_run_below_the_priority_of_requests(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    writer = GroupCommitWriter(path, max_queued_weight=10)
+    try:
+        checkpointer = writer._checkpointer.native_id
+        assert checkpointer is not None
+        process = os.getpriority(os.PRIO_PROCESS, os.getpid())
+        expected = min(19, process + writer_module._Checkpointer.BACKGROUND_NICENESS)
+        deadline = time.monotonic() + 5
+        while os.getpriority(os.PRIO_PROCESS, checkpointer) != expected:
+            assert time.monotonic() < deadline, "the checkpointer kept the process's priority"
+            time.sleep(0.01)
+        # Only that thread: the writer, whose commits requests wait for, keeps its own.
+        assert writer._thread.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, writer._thread.native_id) == process
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == process
+    finally:
+        writer.close()

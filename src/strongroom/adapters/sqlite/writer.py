@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -223,12 +225,20 @@ class _Checkpointer:
     ``journal_size_limit`` then trims. RESTART holds writers back while it
     waits for readers on an older snapshot, so it waits at most
     ``RESTART_WAIT_MS`` and is tried again next time.
+
+    The thread runs ``BACKGROUND_NICENESS`` steps below the process's CPU
+    priority (Linux, where a thread has its own). A checkpoint copies thousands
+    of pages in one go; at equal priority, on a busy core, the scheduler gives
+    it half the CPU for tens of milliseconds, and every request in flight waits
+    that much longer. Lowered, it takes the idle time between requests instead,
+    which under any load short of saturation is far more than it needs.
     """
 
     INTERVAL_SECONDS: Final = 0.5
     #: About 16 MiB of 4 KiB pages.
     RESTART_FRAMES: Final = 4096
     RESTART_WAIT_MS: Final = 20
+    BACKGROUND_NICENESS: Final = 10
 
     def __init__(self, path: Path) -> None:
         self._connection = connect(path)
@@ -239,7 +249,12 @@ class _Checkpointer:
         self._thread = threading.Thread(target=self._run, name="strongroom-checkpoint", daemon=True)
         self._thread.start()
 
+    @property
+    def native_id(self) -> int | None:
+        return self._thread.native_id
+
     def _run(self) -> None:
+        lower_thread_priority(self.BACKGROUND_NICENESS)
         while not self._stopping.wait(self.INTERVAL_SECONDS):
             try:
                 self.checkpoint()
@@ -269,6 +284,21 @@ class _Checkpointer:
         with contextlib.suppress(sqlite3.Error):
             self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         self._connection.close()
+
+
+def lower_thread_priority(steps: int) -> None:
+    """Raise the calling thread's nice value by ``steps``; nothing where threads share one.
+
+    Linux schedules threads as tasks, each with its own nice value; elsewhere
+    ``setpriority`` on this id would lower the whole process instead.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    # Raising one's own nice value needs no privilege; a sandbox that refuses
+    # it anyway leaves the thread as it was, which is only slower.
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + steps)
 
 
 def _units(jobs: list[_Job]) -> list[list[_Job]]:
