@@ -292,6 +292,17 @@ def contains_pan(text: str) -> bool:
     return first is not None and next(_scan_from(text, first), None) is not None
 
 
+def may_contain_pan(text: str) -> bool:
+    """Cheap conservative pre-filter; False means ``find_pan_spans(text)`` is empty.
+
+    False only for ASCII text without 13 consecutive characters that are digits,
+    spaces or dashes, which every PAN in it would need. Texts joined by newlines
+    keep that property: a newline neither starts nor continues such a stretch,
+    so a joined text is False only if every part is.
+    """
+    return not text.isascii() or _RUN_NEEDLE in text.encode("ascii").translate(_RUN_TABLE)
+
+
 def find_pan_spans(text: str) -> list[tuple[int, int]]:
     """Return the sorted, disjoint ``(start, end)`` spans of ``text`` that hold a PAN.
 

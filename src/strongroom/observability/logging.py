@@ -10,19 +10,23 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import orjson
 import structlog
 
-from strongroom.domain.cards import mask_pans
+from strongroom.domain.cards import mask_pans, may_contain_pan
 
+# Every secret shape below starts with one of these, in any case.
+_SECRET_MARKERS = ("bearer", "sr_live_", "sr_test_", "whsec_")
 _SECRET_SHAPES = re.compile(
     r"(?i)(bearer\s+)\S+"  # Authorization values
     r"|\bsr_(?:live|test)_[0-9A-Za-z]{8,}"  # Strongroom managed keys
     r"|\bwhsec_[0-9A-Za-z+/=_-]{8,}"  # webhook secrets
 )
+#: Integers above this have 13 digits or more and are screened as text.
+_LARGEST_PLAIN_INT = 10**12
 _SECRET_KEYS = frozenset(
     {"authorization", "api_key", "key", "secret", "password", "token", "master_key", "pepper"}
 )
@@ -40,17 +44,41 @@ def redact_value(value: Any) -> Any:
         return {key: redact_value(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [redact_value(item) for item in value]
-    if isinstance(value, int) and not isinstance(value, bool) and value > 10**12:
+    if isinstance(value, int) and not isinstance(value, bool) and value > _LARGEST_PLAIN_INT:
         return redact_value(str(value))
     return value
 
 
+def _plainly_clean(values: Iterable[Any]) -> bool:
+    """True when no value can hold anything ``redact_value`` would change.
+
+    Most events (an access-log line, say) are a handful of flat strings and
+    numbers: one scan of their strings joined by newlines (see
+    ``may_contain_pan``) decides them, instead of two scans per string.
+    """
+    texts: list[str] = []
+    for value in values:
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, int | float):
+            if value > _LARGEST_PLAIN_INT:
+                return False
+        elif value is not None:
+            return False
+    joined = "\n".join(texts)
+    if may_contain_pan(joined):
+        return False
+    lowered = joined.lower()
+    return not any(marker in lowered for marker in _SECRET_MARKERS)
+
+
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: redact every value; drop values under secret-named keys."""
+    clean = _plainly_clean(event_dict.values())
     for key in list(event_dict):
         if key.lower() in _SECRET_KEYS:
             event_dict[key] = "[SECRET REDACTED]"
-        else:
+        elif not clean:
             event_dict[key] = redact_value(event_dict[key])
     return event_dict
 
