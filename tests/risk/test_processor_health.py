@@ -201,3 +201,25 @@ def test_configuration_is_checked() -> None:
         HealthConfig(window_seconds=300, bucket_seconds=7)
     with pytest.raises(ValueError, match="at least 1"):
         HealthConfig(min_events=0)
+
+
+def test_a_batch_counts_as_its_events_one_by_one() -> None:
+    one_by_one, batched = ProcessorHealthMonitor(), ProcessorHealthMonitor()
+    kinds = [
+        {"event_type": "payment_failed", "failure_category": "processor_timeout", "retry_count": 2},
+        {"event_type": "payment_failed", "failure_category": "auth_failed", "geo": "FR"},
+        {"event_type": "payment_succeeded", "retry_result": "declined", "merchant": None},
+        {"event_type": "payment_succeeded", "failure_origin": "issuer_timed_out", "geo": None},
+        {"event_type": "payment_succeeded", "merchant": "m_2", "geo": "US"},
+    ]
+    now = T0
+    for second in range(120):
+        batch = [event("acme", **kinds[(second + n) % len(kinds)]) for n in range(7)]
+        batch.append(event("other", geo=f"g{second % 13}"))
+        for one in batch:
+            one_by_one.observe(TENANT, one, now + second)
+        batched.observe_all(TENANT, batch, now + second)
+
+    later = now + 120
+    assert batched.snapshot(TENANT, later) == one_by_one.snapshot(TENANT, later)
+    assert batched.band(TENANT, "acme", later) is not Band.LOW

@@ -58,6 +58,7 @@ import math
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 from strongroom.domain.events import PaymentEvent
@@ -191,6 +192,30 @@ def _mentions(value: str | None, words: tuple[str, ...]) -> bool:
     return any(word in lowered for word in words)
 
 
+@lru_cache(maxsize=4096)
+def _outcome(
+    failure_category: str | None,
+    event_type: str,
+    retry_result: str | None,
+    failure_origin: str | None,
+) -> tuple[int, int, int]:
+    """(failed, timed out, auth failure) as 0 or 1, from an event's labels.
+
+    Labels come from small vocabularies (a processor's failure categories, the
+    event types), so the answers are cached rather than worked out per event.
+    """
+    timeout = any(
+        _mentions(text, _TIMEOUT_WORDS) for text in (failure_category, event_type, failure_origin)
+    )
+    failed = (
+        bool(failure_category)
+        or _mentions(event_type, _FAILED_WORDS)
+        or _mentions(retry_result, _FAILED_WORDS)
+        or timeout
+    )
+    return int(failed), int(timeout), int(_mentions(failure_category, ("auth",)))
+
+
 def _entropy(geos: Counter[str]) -> float:
     total = sum(geos.values())
     if total == 0:
@@ -217,34 +242,39 @@ class ProcessorHealthMonitor:
 
     def observe(self, tenant: str, event: PaymentEvent, now: float) -> None:
         """Count one ingested event for its processor and, if it names one, its merchant."""
+        self.observe_all(tenant, (event,), now)
+
+    def observe_all(self, tenant: str, events: Iterable[PaymentEvent], now: float) -> None:
+        """Count a request's events; each series' bucket is looked up once per call."""
         index = int(now // self.config.bucket_seconds)
-        failed = (
-            bool(event.failure_category)
-            or _mentions(event.event_type, _FAILED_WORDS)
-            or _mentions(event.retry_result, _FAILED_WORDS)
-        )
-        timeout = any(
-            _mentions(text, _TIMEOUT_WORDS)
-            for text in (event.failure_category, event.event_type, event.failure_origin)
-        )
-        auth = _mentions(event.failure_category, ("auth",))
-        keys: list[tuple[str, str, str | None]] = [(tenant, event.processor, None)]
-        if event.merchant_id_hash is not None:
-            keys.append((tenant, event.processor, event.merchant_id_hash))
-        for key in keys:
-            bucket = self._bucket(key, index)
-            if bucket is None:
-                continue
-            bucket.events += 1
-            bucket.failures += int(failed or timeout)
-            bucket.timeouts += int(timeout)
-            bucket.auth_failures += int(auth)
-            bucket.retries += event.retry_count
-            if event.geo_bucket is not None:
-                geo = event.geo_bucket
-                if geo not in bucket.geos and len(bucket.geos) >= self.config.max_geos_per_bucket:
-                    geo = OTHER_GEO
-                bucket.geos[geo] += 1
+        found: dict[tuple[str, str, str | None], _Bucket | None] = {}
+        for event in events:
+            failed, timeout, auth = _outcome(
+                event.failure_category, event.event_type, event.retry_result, event.failure_origin
+            )
+            keys: list[tuple[str, str, str | None]] = [(tenant, event.processor, None)]
+            if event.merchant_id_hash is not None:
+                keys.append((tenant, event.processor, event.merchant_id_hash))
+            for key in keys:
+                if key in found:
+                    bucket = found[key]
+                else:
+                    bucket = found[key] = self._bucket(key, index)
+                if bucket is None:
+                    continue
+                bucket.events += 1
+                bucket.failures += failed
+                bucket.timeouts += timeout
+                bucket.auth_failures += auth
+                bucket.retries += event.retry_count
+                if event.geo_bucket is not None:
+                    geo = event.geo_bucket
+                    if (
+                        geo not in bucket.geos
+                        and len(bucket.geos) >= self.config.max_geos_per_bucket
+                    ):
+                        geo = OTHER_GEO
+                    bucket.geos[geo] += 1
         while len(self._series) > self.config.max_series:
             self._series.popitem(last=False)
 
@@ -381,7 +411,3 @@ class ProcessorHealthMonitor:
                 changes.append(BandChange(series.reported, current))
                 series.reported = current.band
         return changes
-
-    def observe_all(self, tenant: str, events: Iterable[PaymentEvent], now: float) -> None:
-        for event in events:
-            self.observe(tenant, event, now)
