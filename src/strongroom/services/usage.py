@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from enum import StrEnum
+from functools import lru_cache
 
 from strongroom.ports import Clock, UsageRepository, UsageRow
 
@@ -25,8 +26,19 @@ class Operation(StrEnum):
     WEBHOOK_DELIVERIES = "webhook_deliveries"
 
 
+SECONDS_PER_DAY = 86_400
+
+
 def utc_day(at: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(at))
+    """``at`` (POSIX seconds) as its UTC date, ``YYYY-MM-DD``."""
+    # POSIX time has no leap seconds, so UTC days are whole multiples of 86,400 s;
+    # the label of the day is formatted once, not on every request.
+    return _day_label(int(at // SECONDS_PER_DAY))
+
+
+@lru_cache(maxsize=8)
+def _day_label(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * SECONDS_PER_DAY))
 
 
 class UsageRecorder:
