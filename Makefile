@@ -49,11 +49,13 @@ PG_PASS_SKIPS := --ignore=tests/unit --ignore=tests/kms --ignore=tests/contract 
 	--ignore=tests/e2e/test_bootstrap_and_config.py --ignore=tests/e2e/test_client_address.py \
 	--ignore=tests/e2e/test_stream_cli.py --ignore=tests/e2e/test_stream_export_replay.py
 
-# One process by default: the graceful-shutdown and backpressure tests time a
-# server's answers, which a loaded two-core machine would skew. For a faster
-# local run on more cores: make test XDIST="-n 4 --dist loadscope" (every test
-# has its own data dir, database, key prefix and ports).
-XDIST ?=
+# Two test processes by default (pytest-xdist): most tests wait on servers,
+# brokers and disks rather than on the CPU, so two halve the run on a two-core
+# machine. Every test has its own data dir, database, key prefix and ports; the
+# tests that time a server's answers (graceful shutdown, backpressure, fail-fast
+# fallbacks) leave margins for a machine that is busy with the other process.
+# On more cores: make test XDIST="-n 4"; one process: make test XDIST=.
+XDIST ?= -n 2
 
 # Byte-compiled once here: with PYTHONDONTWRITEBYTECODE set (as on some CI images)
 # every child process the suite starts would otherwise compile the package again.
