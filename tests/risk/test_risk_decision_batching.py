@@ -80,6 +80,26 @@ def copies(template: DecisionRecord, first: int, count: int) -> list[DecisionRec
     ]
 
 
+async def two_waiting_behind_a_first_batch(
+    journal: SqliteDecisionStore, template: DecisionRecord
+) -> tuple[list[int], list[asyncio.Task[DecisionRecord]]]:
+    """Decision 0 goes alone; decisions 1 and 2 are made while it is with the writer.
+
+    Returns the batch sizes so far (a spy that keeps recording) and the tasks
+    putting 1 and 2, which are waiting behind it when this returns.
+    """
+    behind: list[asyncio.Task[DecisionRecord]] = []
+
+    def while_first_in_flight(batch: int) -> None:
+        if batch == 1:
+            behind.extend(asyncio.create_task(journal.put(r)) for r in copies(template, 1, 2))
+
+    sizes = spy_on_batches(journal, while_first_in_flight)
+    await journal.put(copies(template, 0, 1)[0])
+    await asyncio.sleep(0)
+    return sizes, behind
+
+
 async def test_a_decision_made_while_the_writer_is_idle_is_handed_over_at_once(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,17 +121,7 @@ async def test_decisions_behind_a_batch_in_flight_wait_for_company_then_go_toget
     monkeypatch.setattr(decisions_module, "LINGER_SECONDS", LINGER)
     journal = sqlite_journal(store)
     template = await a_decision()
-    behind: list[asyncio.Task[DecisionRecord]] = []
-
-    def while_first_in_flight(batch: int) -> None:
-        if batch == 1:
-            behind.extend(asyncio.create_task(journal.put(r)) for r in copies(template, 1, 2))
-
-    sizes = spy_on_batches(journal, while_first_in_flight)
-    (first,) = copies(template, 0, 1)
-
-    await journal.put(first)
-    await asyncio.sleep(0)
+    sizes, behind = await two_waiting_behind_a_first_batch(journal, template)
     # The two made meanwhile now wait; one more made during the wait joins them.
     late = asyncio.create_task(journal.put(copies(template, 3, 1)[0]))
     stored = await asyncio.wait_for(asyncio.gather(*behind, late), timeout=LINGER * 5)
@@ -129,15 +139,7 @@ async def test_enough_decisions_waiting_end_the_wait_at_once(
     monkeypatch.setattr(decisions_module, "LINGER_BELOW", 4)
     journal = sqlite_journal(store)
     template = await a_decision()
-    behind: list[asyncio.Task[DecisionRecord]] = []
-
-    def while_first_in_flight(batch: int) -> None:
-        if batch == 1:
-            behind.extend(asyncio.create_task(journal.put(r)) for r in copies(template, 1, 2))
-
-    sizes = spy_on_batches(journal, while_first_in_flight)
-    await journal.put(copies(template, 0, 1)[0])
-    await asyncio.sleep(0)
+    sizes, behind = await two_waiting_behind_a_first_batch(journal, template)
     started = time.monotonic()
     more = [asyncio.create_task(journal.put(r)) for r in copies(template, 3, 2)]
     await asyncio.gather(*behind, *more)

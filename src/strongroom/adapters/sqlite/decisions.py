@@ -216,7 +216,8 @@ class SqliteDecisionStore(SqlDecisionJournal[SqliteEventLog]):
         self._gathering.append((put, future))
         if self._lingering is not None:
             if len(self._gathering) >= LINGER_BELOW:
-                self._stop_lingering()
+                self._lingering.cancel()
+                self._lingering = None
                 self._hand_over()
         elif len(self._gathering) == 1 and not self._in_flight:
             # Handed over on the loop's next turn: the evaluations running in
@@ -236,11 +237,6 @@ class SqliteDecisionStore(SqlDecisionJournal[SqliteEventLog]):
     def _lingered(self) -> None:
         self._lingering = None
         self._hand_over_gathered()
-
-    def _stop_lingering(self) -> None:
-        if self._lingering is not None:
-            self._lingering.cancel()
-            self._lingering = None
 
     def _hand_over(self) -> None:
         """Give the writer every gathered decision as one operation (rule 1)."""
