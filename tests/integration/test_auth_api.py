@@ -215,7 +215,9 @@ async def test_after_failures_even_a_valid_key_from_that_ip_gets_429_until_the_w
     serve: Any,
 ) -> None:
     async with (
-        serve(ip_ratelimit_burst=3, ip_ratelimit_rps=3) as app,
+        # A 3-second window: the failures and the locked calls must all land in it
+        # even when a loaded machine takes hundreds of milliseconds per request.
+        serve(ip_ratelimit_burst=3, ip_ratelimit_rps=1) as app,
         peer(app, "10.1.1.1") as attacker,
         peer(app, "10.2.2.2") as bystander,
     ):
@@ -230,11 +232,11 @@ async def test_after_failures_even_a_valid_key_from_that_ip_gets_429_until_the_w
         for response in (locked, valid_while_locked):
             assert_problem(response, 429, "rate_limited")
             retry_after = int(response.headers["retry-after"])
-            assert 1 <= retry_after <= 2
+            assert 1 <= retry_after <= 3
         assert limited == 2
         assert other_ip.status_code == 200
 
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 8
         status = valid_while_locked.status_code
         while status == 429 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
