@@ -993,7 +993,7 @@ def render_ingest(report: GroupReport) -> str:
         ),
         "- Every scenario starts its own gateway, "
         "`python -m strongroom serve --data-dir <fresh temp dir>`, one process "
-        "(uvicorn, uvloop, httptools), SQLite log with `synchronous=FULL`: a 202 "
+        "(uvicorn, uvloop, httptools, one write per response), SQLite log with `synchronous=FULL`: a 202 "
         "means the events were committed.",
         "- The access log is **on** (the default), written to a file, as in production.",
         "- The per-key and per-tenant rate limiters are set out of the way ("

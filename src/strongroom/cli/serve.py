@@ -13,6 +13,7 @@ import typer
 import uvicorn
 
 from strongroom.api.app import create_app
+from strongroom.api.http_protocol import CoalescingHttpProtocol
 from strongroom.api.state import GatewayState
 from strongroom.cli.common import DataDirOption, settings_or_exit, with_gateway
 from strongroom.errors import Conflict
@@ -59,7 +60,8 @@ def serve(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # One write per response instead of two (strongroom.api.http_protocol).
+        http=CoalescingHttpProtocol,
         lifespan="on",
         access_log=False,
         log_config=None,
