@@ -993,8 +993,8 @@ def render_ingest(report: GroupReport) -> str:
         ),
         "- Every scenario starts its own gateway, "
         "`python -m strongroom serve --data-dir <fresh temp dir>`, one process "
-        "(uvicorn, uvloop, httptools, one write per response), SQLite log with `synchronous=FULL`: a 202 "
-        "means the events were committed.",
+        "(uvicorn, uvloop, httptools, one write per response), SQLite log with "
+        "`synchronous=FULL`: a 202 means the events were committed.",
         "- The access log is **on** (the default), written to a file, as in production.",
         "- The per-key and per-tenant rate limiters are set out of the way ("
         + ", ".join(f"`{name}`" for name in RATE_LIMIT_VARIABLES)
