@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -96,24 +98,33 @@ async def tiny_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@pytest.fixture
-async def server_port() -> Any:
+@contextlib.asynccontextmanager
+async def serving(protocol: type[CoalescingHttpProtocol]) -> AsyncIterator[int]:
+    """``tiny_app`` under uvicorn with ``protocol`` on a free loopback port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = uvicorn.Config(
-        tiny_app, host="127.0.0.1", port=port, http=CoalescingHttpProtocol,
+        tiny_app, host="127.0.0.1", port=port, http=protocol,
         lifespan="off", log_config=None, access_log=False,
     )  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
-    yield port
-    server.should_exit = True
-    await asyncio.wait_for(task, 10)
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def server_port() -> AsyncIterator[int]:
+    async with serving(CoalescingHttpProtocol) as port:
+        yield port
 
 
 async def test_uvicorn_with_the_protocol_answers_pipelined_requests_in_order(
@@ -163,30 +174,14 @@ class CountingProtocol(CoalescingHttpProtocol):
 
 async def test_each_response_reaches_the_socket_in_one_write() -> None:
     """uvicorn alone writes the head and the body of a response separately."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        tiny_app, host="127.0.0.1", port=port, http=CountingProtocol,
-        lifespan="off", log_config=None, access_log=False,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        SOCKET_WRITES.clear()
+    SOCKET_WRITES.clear()
+    async with serving(CountingProtocol) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for path in ("/one", "/two"):
             writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
             await asyncio.wait_for(reader.readuntil(path.encode()), 5)
         writer.close()
         await writer.wait_closed()
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
     assert len(SOCKET_WRITES) == 2
     assert all(w.startswith(b"HTTP/1.1 200 OK\r\n") for w in SOCKET_WRITES)
