@@ -71,5 +71,5 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` whose responses go out through a ``CoalescingTransport``."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+        coalescing = CoalescingTransport(transport, self.loop)
         super().connection_made(coalescing)  # type: ignore[arg-type]
