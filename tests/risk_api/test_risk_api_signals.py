@@ -137,3 +137,22 @@ async def test_another_tenants_signals_are_not_shown(
     other = await state.tenants.create("other-" + uuid.uuid4().hex[:8])
     assert state.health.snapshot(other.id, state.clock.now()) == []
     assert await signals(http, processor)
+
+
+async def test_only_events_stored_now_are_counted_never_their_duplicates(
+    fast_http: tuple[Any, httpx.AsyncClient],
+) -> None:
+    _, http = fast_http
+    processor = "proc_" + uuid.uuid4().hex[:8]
+    first = [event(processor=processor) for _ in range(3)]
+    await ingest(http, first)
+    assert (await signals(http, processor))[0]["events"] == 3
+
+    # Two resent, one repeated within the batch, one new: only the new one counts.
+    new = event(processor=processor)
+    await ingest(http, [first[0], new, first[1], new])
+    assert (await signals(http, processor))[0]["events"] == 4
+
+    # A batch that is new throughout counts every event.
+    await ingest(http, [event(processor=processor) for _ in range(5)])
+    assert (await signals(http, processor))[0]["events"] == 9

@@ -145,8 +145,12 @@ class IngestService:
         events, batch = self.parse(body, allow_batch=allow_batch)
         result = await self._append(tenant, events, batch)
         if self.on_accepted is not None and result.accepted:
-            accepted = set(result.accepted)
-            self.on_accepted(tenant, [e for e in events if str(e.event_id) in accepted])
+            if len(result.accepted) == len(events):
+                # Every event is new (ids repeated within a batch are duplicates):
+                # no need to turn each id into text again to pick them out.
+                self.on_accepted(tenant, events)
+            else:
+                self.on_accepted(tenant, _first_of_each(events, result.accepted))
         return result
 
     async def _append(self, tenant: str, events: list[PaymentEvent], batch: bool) -> AppendResult:
@@ -164,3 +168,15 @@ class IngestService:
             [(TOKENIZED, protected.tokenized), (RAW, protected.raw)]
         )
         return tokenized
+
+
+def _first_of_each(events: list[PaymentEvent], ids: Sequence[str]) -> list[PaymentEvent]:
+    """The events stored under ``ids``: an id repeated in the batch was stored once."""
+    wanted = set(ids)
+    chosen = []
+    for event in events:
+        event_id = str(event.event_id)
+        if event_id in wanted:
+            wanted.discard(event_id)
+            chosen.append(event)
+    return chosen
