@@ -7,7 +7,7 @@ import re
 
 import httpx
 
-from strongroom.cli.serve import settle_heap
+from strongroom.cli.serve import YOUNG_COLLECTION_THRESHOLD, settle_heap
 from support import GatewayProcess
 
 _FROZEN = re.compile(r"^strongroom_gc_frozen_objects (\S+)$", re.MULTILINE)
@@ -24,6 +24,7 @@ def test_a_started_gateway_has_frozen_its_start_up_objects(gateway: GatewayProce
 
 def test_settle_heap_freezes_what_exists_and_leaves_new_objects_collectable() -> None:
     before = gc.get_freeze_count()
+    threshold = gc.get_threshold()
     try:
         settle_heap()
         frozen = gc.get_freeze_count()
@@ -36,3 +37,15 @@ def test_settle_heap_freezes_what_exists_and_leaves_new_objects_collectable() ->
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
+def test_settle_heap_makes_young_collections_rarer_and_keeps_the_older_thresholds() -> None:
+    threshold = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        settle_heap()
+        assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, 10, 10)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -23,6 +23,8 @@ from strongroom.services.keys import IssuedKey
 
 DRAIN_SECONDS: Final = 1.0
 DRAIN_QUIET_SECONDS: Final = 0.25
+#: Allocations between young-generation collections (CPython's default is 700).
+YOUNG_COLLECTION_THRESHOLD: Final = 10_000
 
 
 async def _bootstrap(state: GatewayState) -> IssuedKey | None:
@@ -86,9 +88,18 @@ def settle_heap() -> None:
     pause of 60-80 ms on the request path, several times a minute under load.
     Frozen, they are never scanned again, and a full collection covers only
     what requests created since.
+
+    Young collections are also made rarer. Each one walks every young object
+    still alive, and under load that is mostly the objects of requests in
+    flight: at the default threshold of 700 allocations, 64 concurrent
+    requests meant a young collection every 27 requests, each walking the same
+    in-flight objects again, about 6 µs per request in all. Ten thousand
+    allocations cost well under a megabyte of garbage held a little longer.
     """
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)
 
 
 class _Server(uvicorn.Server):
