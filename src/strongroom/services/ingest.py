@@ -145,12 +145,7 @@ class IngestService:
         events, batch = self.parse(body, allow_batch=allow_batch)
         result = await self._append(tenant, events, batch)
         if self.on_accepted is not None and result.accepted:
-            if len(result.accepted) == len(events):
-                # Every event is new (ids repeated within a batch are duplicates):
-                # no need to turn each id into text again to pick them out.
-                self.on_accepted(tenant, events)
-            else:
-                self.on_accepted(tenant, _first_of_each(events, result.accepted))
+            self.on_accepted(tenant, _first_of_each(events, result.accepted))
         return result
 
     async def _append(self, tenant: str, events: list[PaymentEvent], batch: bool) -> AppendResult:
@@ -172,6 +167,10 @@ class IngestService:
 
 def _first_of_each(events: list[PaymentEvent], ids: Sequence[str]) -> list[PaymentEvent]:
     """The events stored under ``ids``: an id repeated in the batch was stored once."""
+    if len(ids) == len(events):
+        # Every event was stored (a repeat would have been a duplicate): no id
+        # needs turning into text again to pick them out.
+        return events
     wanted = set(ids)
     chosen = []
     for event in events:
