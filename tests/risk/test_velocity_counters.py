@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -182,3 +184,38 @@ async def test_redis_errors_become_storage_unavailable() -> None:
             await seen.peek("k", "e", T0)
     finally:
         await client.aclose()
+
+
+async def test_memory_seen_cards_keep_recently_seen_cards_within_the_bound() -> None:
+    seen = MemorySeenCards(max_cards=4, retention=1_000)
+    await seen.first_seen("a", "ta", T0)
+    await seen.first_seen("b", "tb", T0)
+    await seen.first_seen("c", "tc", T0)
+    # Seen again: "a" is kept over "b", which nobody showed since.
+    assert await seen.first_seen("a", "ta", T0 + 1)
+    for n, card in enumerate("defgh"):
+        await seen.first_seen(card, f"t{card}", T0 + 2 + n)
+        assert len(seen) <= 4
+    assert not await seen.peek("h", "other", T0 + 10)
+    assert await seen.peek("b", "other", T0 + 10)
+
+
+async def test_memory_seen_cards_bound_of_one() -> None:
+    seen = MemorySeenCards(max_cards=1, retention=1_000)
+    for card in "abc":
+        assert await seen.first_seen(card, "t-" + card, T0)
+        assert len(seen) == 1
+    assert not await seen.peek("c", "other", T0)
+
+
+async def test_memory_seen_cards_give_the_cycle_collector_nothing_to_walk() -> None:
+    seen = MemorySeenCards(max_cards=100_000)
+    cards = [f"card-{n}" for n in range(10_000)]
+    for n, card in enumerate(cards):
+        await seen.first_seen(card, f"event-{n}", T0 + n)
+    gc.collect()
+    # The collector sees only tracked containers: a register kept in one (an
+    # OrderedDict, say) is walked card by card on every full collection.
+    assert [holder for holder in gc.get_referrers(cards[-1]) if isinstance(holder, dict)] == []
+    assert await seen.peek(cards[-1], "event-9999", T0 + 10_000)
+    assert not await seen.peek(cards[-1], "another", T0 + 10_000)
