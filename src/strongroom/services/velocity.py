@@ -23,7 +23,6 @@ true again for a replay of the transaction that first showed it.
 
 from __future__ import annotations
 
-import struct
 from abc import ABC, abstractmethod
 from array import array
 from bisect import bisect_right
@@ -123,25 +122,6 @@ def _wrapped(total: int) -> int:
     return total - _MODULUS if total > _INT64_MAX else total
 
 
-_DOUBLE: Final = struct.Struct("=d")
-_INT64: Final = struct.Struct("=q")
-_WIDTH: Final = 8
-#: Positions in a series' ``meta``.
-_LARGEST, _START, _RETENTION = 0, 1, 2
-#: What a key keeps besides its ids: its event times, id hashes and running
-#: sums packed in bytearrays, and its ``meta`` (largest amount, first live
-#: event, retention). See ``_Series``.
-_Stored = tuple[bytearray, bytearray, bytearray, bytearray]
-
-
-def _doubles(packed: bytearray) -> memoryview[float]:
-    return memoryview(packed).cast("d")
-
-
-def _int64s(packed: bytearray) -> memoryview[int]:
-    return memoryview(packed).cast("q")
-
-
 class _Series:
     """One key's events, oldest first: times, id hashes and running amount sums.
 
@@ -151,19 +131,19 @@ class _Series:
     Dropped events advance ``start``; the arrays are compacted once more than
     half of them is dropped, so a drop costs O(1) amortized.
 
-    Stored where Python's cycle collector does not look: a full collection
-    stops the event loop for as long as it takes to visit every tracked
-    object, and a counter under load holds a hundred thousand keys. A key
-    keeps a plain tuple (``_Stored``) of bytearrays and, apart, a dict of ints
-    to strings: CPython tracks neither bytearrays nor such a dict, and stops
-    tracking the tuple at the first collection it survives. (A tuple holding
-    the dict would stay tracked: a dict may come to hold tracked objects.)
-    This class is a short-lived view over them, made per call, reading the
-    bytearrays through typed memoryviews that never outlive a statement that
-    resizes them. Kept as objects of their own with ``array``s (each one a
-    tracked object), 100,000 keys made every full collection about 35 ms;
-    held in lists and sets, the events made it tens of milliseconds more,
-    about once a second at 1,000 evaluations/s.
+    Held so that Python's cycle collector has little to walk: a full
+    collection stops the event loop for as long as it takes to visit every
+    tracked object and every element of every list, set and tracked dict, and
+    a counter under load holds hundreds of thousands of events. Times, id
+    hashes and sums are arrays: each is one tracked object, with no elements
+    to visit. ``ids`` is a plain dict of ints to strings, which CPython does
+    not track at all. With lists and a set, each such pause grew to tens of
+    milliseconds, about once a second at 1,000 evaluations/s. What is left is
+    four tracked objects a key: a full collection over 100,000 keys still
+    takes about 35 ms on the reference machine. Packing each key into
+    bytearrays read through memoryviews (nothing tracked a key) cut that to
+    8 ms, but made an in-process evaluation about 30 µs (a fifth) dearer:
+    a cost on every request, against a pause that comes once in many seconds.
 
     Running sums are kept modulo 2^64 (an int64 could overflow), so a window's
     amount, the difference of two of them, is exact while the true total is
@@ -176,71 +156,41 @@ class _Series:
     both counted: an event is taken for a replay only when its own id is found.
     """
 
-    __slots__ = ("at", "hashed", "hashes", "ids", "meta", "stored", "summed", "sums", "times")
+    __slots__ = ("hashes", "ids", "largest", "retention", "start", "sums", "times")
 
-    def __init__(self, stored: _Stored | None = None, ids: dict[int, str] | None = None) -> None:
-        if stored is None:
-            #: ``sums[i]``: the amounts of every event up to ``i``, dropped ones
-            #: included, modulo 2^64.
-            stored = (bytearray(), bytearray(), bytearray(), bytearray(3 * _WIDTH))
-        self.stored = stored
-        self.times, self.hashes, self.sums, meta = stored
-        self.ids = {} if ids is None else ids
-        # ``meta`` never changes size, so this view may live as long as the series.
-        self.meta = _int64s(meta)
-        self._view()
-
-    def _view(self) -> None:
-        """Typed views of the packed arrays: times, id hashes and sums."""
-        self.at = _doubles(self.times)
-        self.hashed = _int64s(self.hashes)
-        self.summed = _int64s(self.sums)
-
-    def _release(self) -> None:
-        """Give up the views: a bytearray with a live view cannot change size."""
-        self.at.release()
-        self.hashed.release()
-        self.summed.release()
-
-    @property
-    def start(self) -> int:
-        return int(self.meta[_START])
-
-    @property
-    def retention(self) -> int:
-        return int(self.meta[_RETENTION])
-
-    def retain(self, seconds: int) -> None:
-        """Keep events for at least ``seconds``."""
-        self.meta[_RETENTION] = max(self.meta[_RETENTION], seconds)
+    def __init__(self) -> None:
+        self.times = array("d")
+        self.hashes = array("q")
+        #: ``sums[i]``: the amounts of every event up to ``i``, dropped ones
+        #: included, modulo 2^64.
+        self.sums = array("q")
+        self.largest = 0
+        self.start = 0
+        self.ids: dict[int, str] = {}
+        self.retention = 0
 
     def __len__(self) -> int:
-        return len(self.at) - self.meta[_START]
+        return len(self.times) - self.start
 
     def __contains__(self, event_id: str) -> bool:
         return self.ids.get(hash(event_id)) == event_id
 
     def _sum_before(self, index: int) -> int:
-        return int(self.summed[index - 1]) if index else 0
+        return self.sums[index - 1] if index else 0
 
     def _drop_to(self, index: int) -> int:
         """Drop the events before ``index``; how many were dropped."""
-        start = self.start
-        dropped = index - start
+        dropped = index - self.start
         ids = self.ids
-        for hashed in self.hashed[start:index]:
+        for hashed in self.hashes[self.start : index]:
             ids.pop(hashed, None)
-        if index > COMPACT_AFTER and 2 * index > len(self.at):
-            base = self._sum_before(index)
-            self._release()
-            del self.times[: index * _WIDTH]
-            del self.hashes[: index * _WIDTH]
-            del self.sums[: index * _WIDTH]
-            self._view()
-            summed = self.summed
-            summed[:] = array("q", [_wrapped(total - base) for total in summed])
-            index = 0
-        self.meta[_START] = index
+        self.start = index
+        if self.start > COMPACT_AFTER and 2 * self.start > len(self.times):
+            base = self._sum_before(self.start)
+            self.times = self.times[self.start :]
+            self.hashes = self.hashes[self.start :]
+            self.sums = array("q", [_wrapped(total - base) for total in self.sums[self.start :]])
+            self.start = 0
         return dropped
 
     def drop_oldest(self) -> None:
@@ -248,39 +198,34 @@ class _Series:
 
     def trim(self, now: float) -> int:
         """Drop events past the retention; how many were dropped."""
-        meta = self.meta
-        return self._drop_to(bisect_right(self.at, now - meta[_RETENTION], meta[_START]))
+        return self._drop_to(bisect_right(self.times, now - self.retention, self.start))
 
     def add(self, at: float, event_id: str, amount: int) -> None:
         if not 0 <= amount <= _INT64_MAX:
             raise ValueError("a velocity amount must be between 0 and 2^63 - 1")
         hashed = hash(event_id)
         self.ids.setdefault(hashed, event_id)
-        self.meta[_LARGEST] = max(self.meta[_LARGEST], amount)
-        stored = len(self.at)
-        if not len(self) or self.at[stored - 1] <= at:
-            index = stored
-        else:
-            # Out of order (another clock, a late retry): keep the events sorted;
-            # the sums after it all grow by its amount. Rare, so O(n) is fine.
-            index = bisect_right(self.at, at, self.start)
-        total = _wrapped(self._sum_before(index) + amount)
-        at_byte = index * _WIDTH
-        self._release()
-        self.times[at_byte:at_byte] = _DOUBLE.pack(at)
-        self.hashes[at_byte:at_byte] = _INT64.pack(hashed)
-        self.sums[at_byte:at_byte] = _INT64.pack(total)
-        self._view()
-        summed = self.summed
-        for later in range(index + 1, len(summed)):
-            summed[later] = _wrapped(summed[later] + amount)
+        self.largest = max(self.largest, amount)
+        if not len(self) or self.times[-1] <= at:
+            self.times.append(at)
+            self.hashes.append(hashed)
+            self.sums.append(_wrapped(self._sum_before(len(self.sums)) + amount))
+            return
+        # Out of order (another clock, a late retry): keep the events sorted;
+        # the sums after it all grow by its amount. Rare, so O(n) is fine.
+        index = bisect_right(self.times, at, self.start)
+        self.times.insert(index, at)
+        self.hashes.insert(index, hashed)
+        self.sums.insert(index, _wrapped(self._sum_before(index) + amount))
+        for later in range(index + 1, len(self.sums)):
+            self.sums[later] = _wrapped(self.sums[later] + amount)
 
     def _amount_from(self, first: int) -> int:
         """The exact total of the events from ``first`` on."""
-        sums = self.summed
-        events = len(sums) - first
-        if events * self.meta[_LARGEST] < _MODULUS:
-            return int(sums[-1] - self._sum_before(first)) & _MASK64
+        events = len(self.times) - first
+        if events * self.largest < _MODULUS:
+            return (self.sums[-1] - self._sum_before(first)) & _MASK64
+        sums = self.sums
         previous = self._sum_before(first)
         total = 0
         for index in range(first, len(sums)):
@@ -291,11 +236,10 @@ class _Series:
     def totals(self, now: float, window: int, extra: int | None) -> tuple[int, int]:
         """Count and amount above ``now - window``, plus an unrecorded ``extra`` event."""
         count, amount = (1, extra) if extra is not None else (0, 0)
-        at, start = self.at, self.meta[_START]
-        if len(at) == start:
+        if not len(self):
             return count, amount
-        first = bisect_right(at, now - window, start)
-        return count + len(at) - first, amount + self._amount_from(first)
+        first = bisect_right(self.times, now - window, self.start)
+        return count + len(self.times) - first, amount + self._amount_from(first)
 
 
 class MemoryVelocityCounter(VelocityCounter):
@@ -315,9 +259,7 @@ class MemoryVelocityCounter(VelocityCounter):
     ) -> None:
         if min(max_keys, max_events, max_events_per_key) < 1:
             raise ValueError("velocity counter bounds must be at least 1")
-        #: Keys, least recently used first, and (apart, see ``_Series``) their ids.
-        self._series: OrderedDict[str, _Stored] = OrderedDict()
-        self._ids: dict[str, dict[int, str]] = {}
+        self._series: OrderedDict[str, _Series] = OrderedDict()
         self._max_keys = max_keys
         self._max_events = max_events
         # A key never holds more than the whole counter may.
@@ -334,15 +276,12 @@ class MemoryVelocityCounter(VelocityCounter):
     ) -> list[tuple[VelocityTotals, ...]]:
         results = []
         for query in queries:
-            stored = self._series.get(query.key)
-            if stored is None:
-                series = _Series()
-                self._series[query.key] = series.stored
-                self._ids[query.key] = series.ids
+            series = self._series.get(query.key)
+            if series is None:
+                series = self._series[query.key] = _Series()
             else:
-                series = _Series(stored, self._ids[query.key])
                 self._series.move_to_end(query.key)
-            series.retain(query.retention)
+            series.retention = max(series.retention, query.retention)
             self._events -= series.trim(now)
             if event_id not in series:
                 series.add(now, event_id, amount)
@@ -359,7 +298,9 @@ class MemoryVelocityCounter(VelocityCounter):
     ) -> list[tuple[VelocityTotals, ...]]:
         results = []
         for query in queries:
-            series = _Series(self._series.get(query.key), self._ids.get(query.key))
+            series = self._series.get(query.key)
+            if series is None:
+                series = _Series()
             extra = None if event_id in series else amount
             results.append(self._totals(series, now, query, extra))
         return results
@@ -377,8 +318,8 @@ class MemoryVelocityCounter(VelocityCounter):
     def _evict(self) -> None:
         """Drop least recently used keys until both bounds hold again."""
         while len(self._series) > self._max_keys or self._events > self._max_events:
-            key, stored = self._series.popitem(last=False)
-            self._events -= len(_Series(stored, self._ids.pop(key)))
+            _, series = self._series.popitem(last=False)
+            self._events -= len(series)
 
 
 class SeenCards(ABC):
