@@ -14,7 +14,6 @@ import math
 import secrets
 import string
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -31,6 +30,7 @@ from strongroom.domain.risk import (
     validate_policy_text,
 )
 from strongroom.errors import FieldError, InvalidRequest
+from strongroom.services.expiring import ExpiringMap
 
 TRACE_PREFIX: Final = "trc_"
 TRACE_CHARS: Final = 24
@@ -247,8 +247,9 @@ class KnownCards:
     def __init__(self, *, max_cards: int = MAX_KNOWN_CARDS) -> None:
         if max_cards < 1:
             raise ValueError("max_cards must be at least 1")
-        self._cards: OrderedDict[tuple[str, str], tuple[float, CardRef]] = OrderedDict()
-        self._max = max_cards
+        self._cards: ExpiringMap[tuple[str, str], CardRef] = ExpiringMap(
+            ttl=KNOWN_CARD_SECONDS, max_entries=max_cards
+        )
         self._loading: dict[tuple[str, str], asyncio.Future[CardRef]] = {}
 
     async def describe(
@@ -282,23 +283,13 @@ class KnownCards:
             done.exception()
 
     def get(self, tenant: str, token: str, now: float) -> CardRef | None:
-        entry = self._cards.get((tenant, token))
-        if entry is None:
-            return None
-        if entry[0] <= now:
-            del self._cards[(tenant, token)]
-            return None
-        return entry[1]
+        return self._cards.get((tenant, token), now)
 
     def put(self, tenant: str, card: CardRef, now: float) -> None:
-        self._cards[(tenant, card.token)] = (now + KNOWN_CARD_SECONDS, card)
-        self._cards.move_to_end((tenant, card.token))
-        if len(self._cards) > self._max:
-            self._cards.popitem(last=False)
+        self._cards.put((tenant, card.token), card, now)
 
     def forget_tenant(self, tenant: str) -> None:
-        for key in [key for key in self._cards if key[0] == tenant]:
-            del self._cards[key]
+        self._cards.drop_where(lambda key: key[0] == tenant)
 
 
 #: Turns a sample's card (a number) into a token, for shadow runs that tokenize.

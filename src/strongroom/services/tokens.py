@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
@@ -34,6 +33,7 @@ from strongroom.errors import FieldError, InvalidRequest, NotFound
 from strongroom.ports import CardToken, Clock, TokenRepository
 from strongroom.services.audit import AuditTrail
 from strongroom.services.data_keys import DataKeyService
+from strongroom.services.expiring import ExpiringMap
 from strongroom.services.tenant_settings import TenantSettingsService
 
 TOKEN_PREFIX: Final = "tok_"  # noqa: S105 - a prefix, not a secret
@@ -118,29 +118,19 @@ class TokenVault:
         self._clock = clock
         self._audit = audit
         self._fingerprint_keys: dict[str, bytes] = {}
-        self._known: OrderedDict[tuple[str, bytes], tuple[float, CardToken]] = OrderedDict()
+        self._known: ExpiringMap[tuple[str, bytes], CardToken] = ExpiringMap(
+            ttl=KNOWN_CARD_SECONDS, max_entries=KNOWN_CARD_LIMIT
+        )
 
     def _recall(self, tenant: str, fingerprint: bytes) -> CardToken | None:
-        entry = self._known.get((tenant, fingerprint))
-        if entry is None:
-            return None
-        if entry[0] <= self._clock.now():
-            del self._known[(tenant, fingerprint)]
-            return None
-        return entry[1]
+        return self._known.get((tenant, fingerprint), self._clock.now())
 
     def _remember(self, card: CardToken) -> None:
-        self._known[(card.tenant, card.fingerprint)] = (
-            self._clock.now() + KNOWN_CARD_SECONDS,
-            card,
-        )
-        if len(self._known) > KNOWN_CARD_LIMIT:
-            self._known.popitem(last=False)
+        self._known.put((card.tenant, card.fingerprint), card, self._clock.now())
 
     def forget_tenant(self, tenant: str) -> None:
         """Drop the tenant's remembered cards (its tokens were erased)."""
-        for key in [key for key in self._known if key[0] == tenant]:
-            del self._known[key]
+        self._known.drop_where(lambda key: key[0] == tenant)
 
     def fingerprint(self, tenant: str, number: str) -> bytes:
         key = self._fingerprint_keys.get(tenant)
@@ -243,5 +233,5 @@ class TokenVault:
         stored = await self._tokens.get(tenant, token) if is_token(token) else None
         if stored is None or not await self._tokens.delete(tenant, token):
             raise NotFound("No such token.")
-        self._known.pop((tenant, stored.fingerprint), None)
+        self._known.pop((tenant, stored.fingerprint))
         await self._audit.record("token.purged", actor=actor, tenant=tenant, resource=token)
