@@ -62,6 +62,8 @@ SECURITY_HEADERS: Final = [
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _INGEST_PREFIX: Final = "/v1/events"
+#: Where ``RequestContext`` keeps the headers it adds to the response start.
+RESPONSE_HEADERS: Final = "response_headers"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -137,7 +139,10 @@ class RequestContext:
         request_state["request_id"] = request_id
         current_origin.set(Origin(client_ip(scope), request_id))
         response: dict[str, Any] = {"status": 500, "started": False}
+        # Inner layers add theirs here (the rate-limit headers), so every
+        # response start passes through one wrapper, not one per layer.
         extra_headers = [*SECURITY_HEADERS, (b"x-request-id", request_id.encode())]
+        request_state[RESPONSE_HEADERS] = extra_headers
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -334,25 +339,21 @@ class Authentication:
             tenant_decision = await state.limiter.peek(
                 tenant_bucket, rate=tenant_rate, burst=tenant_burst
             )
-        limit_headers = [
-            (b"x-ratelimit-limit", str(decision.limit).encode()),
-            (b"x-ratelimit-remaining", str(decision.remaining).encode()),
-            (b"x-ratelimit-reset", str(math.ceil(decision.reset_at)).encode()),
-        ]
-
-        async def send_with_limits(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *limit_headers]
-            await send(message)
-
+        scope["state"][RESPONSE_HEADERS].extend(
+            (
+                (b"x-ratelimit-limit", str(decision.limit).encode()),
+                (b"x-ratelimit-remaining", str(decision.remaining).encode()),
+                (b"x-ratelimit-reset", str(math.ceil(decision.reset_at)).encode()),
+            )
+        )
         for kind, verdict in (("key", decision), ("tenant", tenant_decision)):
             if verdict is not None and not verdict.allowed:
                 state.metrics.rate_limited.labels(kind).inc()
                 await state.audit.rate_limited(kind, principal.key_id, tenant=principal.tenant)
                 throttled = RateLimited(_retry_after(verdict.reset_at))
-                await _refuse(throttled, request_id, scope, receive, send_with_limits)
+                await _refuse(throttled, request_id, scope, receive, send)
                 return
-        await self.app(scope, receive, send_with_limits)
+        await self.app(scope, receive, send)
 
 
 async def _refuse(
