@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_event_bytes: int = Field(default=64 * 1024, ge=256)
     writer_queue_max_events: int = Field(default=50_000, ge=100)
+    #: Under load, how long the embedded store's writer waits for more writes to
+    #: share a commit (0: never wait). See docs/operations.md.
+    commit_delay_ms: float = Field(default=1.0, ge=0, le=50)
 
     consumer_visibility_timeout_seconds: float = Field(default=30.0, gt=0)
     consumer_max_deliveries: int = Field(default=5, ge=1, le=1000)

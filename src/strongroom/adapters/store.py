@@ -107,7 +107,9 @@ def _sqlite_logs(
     from strongroom.adapters.sqlite.log import SqliteEventLog
 
     database = SqliteDatabase(
-        _sqlite_path(settings), max_queued_weight=settings.writer_queue_max_events
+        _sqlite_path(settings),
+        max_queued_weight=settings.writer_queue_max_events,
+        commit_delay=settings.commit_delay_ms / 1000,
     )
     return database, SqliteEventLog(database, clock=clock), SqliteAuditLog(database)
 

@@ -15,14 +15,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from strongroom.adapters.sqlite.writer import GroupCommitWriter, connect
+from strongroom.adapters.sqlite.writer import (
+    DEFAULT_COMMIT_DELAY_SECONDS,
+    GroupCommitWriter,
+    connect,
+)
 from strongroom.errors import StorageUnavailable
 
 T = TypeVar("T")
 
 
 class SqliteDatabase:
-    def __init__(self, path: Path, *, max_queued_weight: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_queued_weight: int,
+        commit_delay: float = DEFAULT_COMMIT_DELAY_SECONDS,
+    ) -> None:
         # The schema belongs to the migrations (``strongroom db upgrade``); this
         # only checks it is there, so it never races them.
         try:
@@ -36,7 +46,9 @@ class SqliteDatabase:
                 f"no Strongroom schema in {path}; run 'strongroom db upgrade' first"
             ) from exc
         self.path = path
-        self.writer = GroupCommitWriter(path, max_queued_weight=max_queued_weight)
+        self.writer = GroupCommitWriter(
+            path, max_queued_weight=max_queued_weight, commit_delay=commit_delay
+        )
         self._readers = threading.local()
         self._all_readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
