@@ -398,7 +398,9 @@ class MemorySeenCards(SeenCards):
         self._first, self._seen_at = {}, {}
 
     async def first_seen(self, key: str, event_id: str, now: float) -> bool:
-        first = self._first_event(key, now) or event_id
+        first = self._first_event(key, now)
+        if first is None:
+            first = event_id
         if key not in self._first:
             self._previous_first.pop(key, None)
             self._previous_seen_at.pop(key, None)

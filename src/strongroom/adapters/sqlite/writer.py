@@ -176,7 +176,8 @@ class GroupCommitWriter:
                 # Each commit costs a WAL flush plus work per page and per wake-up
                 # of the event loop, whatever it carries. At 64 concurrent
                 # single-event requests, waiting a millisecond for the requests
-                # already on their way cut the CPU per request by about a tenth.
+                # already on their way lowered the CPU per request in each of
+                # eight alternating runs, by about 6% in the median.
                 time.sleep(self._commit_delay)
             jobs: list[_Job] = [first]  # type: ignore[list-item]
             stop_after = False
