@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.adapters.sqlite.writer import BUSY_COMMIT_JOBS, GroupCommitWriter, connect
+from strongroom.adapters.sqlite.connection import connect
+from strongroom.adapters.sqlite.writer import BUSY_COMMIT_JOBS, GroupCommitWriter
 
 #: Each call is one commit's jobs sharing the combiner: their payloads.
 Commits = list[list[str]]

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from strongroom.adapters.sqlite import writer as writer_module
-from strongroom.adapters.sqlite.writer import GroupCommitWriter, connect
+from strongroom.adapters.sqlite.connection import connect
+from strongroom.adapters.sqlite.writer import GroupCommitWriter
 
 ROW_BYTES = 3000
 COMMITS = 6000

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from strongroom.adapters.sqlite.connection import apply_pragmas
 from strongroom.errors import ConfigurationError, StorageUnavailable
 
 MIGRATIONS: Final = Path(__file__).parent / "migrations"
@@ -91,14 +92,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # SQLITE_BUSY against the event log's writer instead of waiting.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        # Deleted rows are overwritten, not left in free pages: erasing a tenant
-        # destroys its wrapped data keys on disk too (crypto-shredding).
-        cursor.execute("PRAGMA secure_delete=ON")
-        cursor.close()
+        try:
+            apply_pragmas(cursor.execute)
+        finally:
+            cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Connection) -> None:

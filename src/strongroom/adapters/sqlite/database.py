@@ -15,11 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from strongroom.adapters.sqlite.writer import (
-    DEFAULT_COMMIT_DELAY_SECONDS,
-    GroupCommitWriter,
-    connect,
-)
+from strongroom.adapters.sqlite.connection import connect
+from strongroom.adapters.sqlite.writer import DEFAULT_COMMIT_DELAY_SECONDS, GroupCommitWriter
 from strongroom.errors import StorageUnavailable
 
 T = TypeVar("T")

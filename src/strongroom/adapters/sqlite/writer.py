@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from strongroom.adapters.sqlite.connection import BUSY_TIMEOUT_MS, connect
 from strongroom.errors import Backpressure, StorageUnavailable
 
 T = TypeVar("T")
@@ -62,23 +63,6 @@ class _Job:
     outcome: tuple[bool, Any] = field(default=(False, None))
     combiner: Combiner | None = None
     payload: Any = None
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """Open a connection with the settings every Strongroom SQLite connection uses."""
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-    connection.execute("PRAGMA journal_mode=WAL")
-    # FULL makes each WAL commit durable against power loss, not only process crashes.
-    connection.execute("PRAGMA synchronous=FULL")
-    connection.execute("PRAGMA foreign_keys=ON")
-    # Erased records are overwritten in the file rather than left in free pages.
-    connection.execute("PRAGMA secure_delete=ON")
-    connection.execute("PRAGMA busy_timeout=10000")
-    # Random event ids scatter index writes over many pages; a larger page cache
-    # keeps them in memory between commits. (Rarer WAL checkpoints were tried:
-    # they saved little and made each checkpoint a long stall in the p99.)
-    connection.execute("PRAGMA cache_size=-65536")
-    return connection
 
 
 class GroupCommitWriter:
@@ -308,7 +292,7 @@ class _Checkpointer:
         try:
             busy, _, _ = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         finally:
-            connection.execute("PRAGMA busy_timeout=10000")
+            connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if not busy:
             self.restarts += 1
 
