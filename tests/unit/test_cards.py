@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from strongroom.domain import cards
 from strongroom.domain.cards import (
     SENSITIVE_AUTH_KEYS,
     Finding,
@@ -716,6 +717,18 @@ def test_finding_is_a_frozen_slotted_value() -> None:
 
 
 # --- raw_may_contain_pan_or_sad -----------------------------------------------------------
+
+
+@given(
+    st.sets(st.text("abc0", min_size=1, max_size=6), min_size=1, max_size=12),
+    st.text("abc0", max_size=7),
+)
+def test_the_trie_alternation_matches_exactly_its_words(words: set[str], candidate: str) -> None:
+    encoded = [word.encode() for word in words]
+    pattern = re.compile(cards._alternation(encoded))
+    assert (pattern.fullmatch(candidate.encode()) is not None) == (candidate in words)
+    for word in encoded:
+        assert pattern.fullmatch(word) is not None
 
 
 @pytest.mark.parametrize(

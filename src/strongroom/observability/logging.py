@@ -7,11 +7,16 @@ every event, before it is rendered.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import logging
+import os
 import re
 import sys
+import threading
+import time
 from collections.abc import Iterable, MutableMapping
-from typing import Any, TextIO
+from typing import Any, BinaryIO, Final, TextIO
 
 import orjson
 import structlog
@@ -87,16 +92,105 @@ def _dumps(value: Any, **_: Any) -> bytes:
     return orjson.dumps(value, default=str)
 
 
+class _LineWriter:
+    """Writes rendered lines to a binary stream from a thread of its own.
+
+    A write to a log file can wait on the disk: on the filesystem that also
+    holds the event log, behind its fsyncs. Written on the event loop, that
+    wait held up every request in flight. Here the loop only appends the line
+    to a queue; the thread wakes at most every ``DELAY_SECONDS`` and writes
+    everything queued in one call, in order. ``flush`` writes what is queued
+    at once (at shutdown and at exit), so a clean exit loses nothing; a kill
+    -9 loses at most the last ``DELAY_SECONDS`` of lines.
+    """
+
+    DELAY_SECONDS: Final = 0.01
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._run, name="strongroom-log", daemon=True).start()
+
+    def write(self, line: bytes) -> None:
+        self._lines.append(line + b"\n")
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def flush(self) -> None:
+        with self._lock:
+            lines = self._lines
+            batch = [lines.popleft() for _ in range(len(lines))]
+            if batch:
+                self.stream.write(b"".join(batch))
+                self.stream.flush()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.DELAY_SECONDS)
+            # Cleared before the queue is taken: a line added from here on either
+            # goes out with this batch or wakes the thread again.
+            self._wake.clear()
+            try:
+                self.flush()
+            except (OSError, ValueError):
+                # The stream is gone (closed at exit); nothing is left to write to.
+                return
+
+
+class _QueuedLogger:
+    """structlog logger: every level's line goes to one ``_LineWriter``."""
+
+    def __init__(self, writer: _LineWriter) -> None:
+        self._write = writer.write
+
+    def msg(self, message: bytes) -> None:
+        self._write(message)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = msg
+
+
+_writer: _LineWriter | None = None
+
+
+def flush_logs() -> None:
+    """Write every queued log line now."""
+    if _writer is not None:
+        _writer.flush()
+
+
+def _forget_writer() -> None:
+    # A forked child has no writer thread; it starts its own when it configures logging.
+    global _writer
+    _writer = None
+
+
+os.register_at_fork(after_in_child=_forget_writer)
+atexit.register(flush_logs)
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
-    """JSON lines on stderr (or ``stream``), one object per event, redacted."""
+    """JSON lines on stderr (or ``stream``), one object per event, redacted.
+
+    On a binary stream (stderr has one), lines are written by a background
+    thread (``_LineWriter``); call ``flush_logs`` before exiting by ``os._exit``.
+    """
+    global _writer
     target = stream or sys.stderr
     numeric = logging.getLevelNamesMapping()[level.upper()]
     binary = getattr(target, "buffer", None)
     # orjson renders to bytes; write them straight to the binary stream when
     # there is one, which skips a decode and an encode per line.
     renderer: Any = structlog.processors.JSONRenderer(serializer=_dumps)
-    factory: Any = structlog.BytesLoggerFactory(binary)
-    if binary is None:
+    if binary is not None:
+        if _writer is None or _writer.stream is not binary:
+            flush_logs()
+            _writer = _LineWriter(binary)
+        writer = _writer
+        factory: Any = lambda *_: _QueuedLogger(writer)  # noqa: E731
+    else:
         renderer = structlog.processors.JSONRenderer()
         factory = structlog.PrintLoggerFactory(target)
     structlog.configure(
