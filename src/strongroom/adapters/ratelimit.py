@@ -77,6 +77,14 @@ class _SweepingMemoryStorage(MemoryStorage):
             self.timer.start()
 
 
+# ``limits`` wraps these storage methods in an error translator in every subclass,
+# so a subclass's calls went through the wrapper twice. Memory storage raises
+# nothing to translate (and ours is built with wrap_exceptions off, where the
+# wrapper only re-raises): use the plain methods, which are on the request path.
+for _name in ("incr", "get", "get_expiry", "check", "reset", "clear"):
+    setattr(_SweepingMemoryStorage, _name, getattr(MemoryStorage, _name).__wrapped__)
+
+
 class _Items:
     """The ``limits`` item of each (rate, burst), made once: one per configured limit."""
 
