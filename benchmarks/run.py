@@ -844,6 +844,21 @@ SINGLE_RATIO_TARGET: Final = 0.25
 SINGLE_P99_TARGET_MS: Final = 25.0
 
 
+#: Rounds of (bare, gateway) single-event runs, back to back. On a shared VM the
+#: machine's speed drifts by a fifth within minutes; a ratio of two runs minutes
+#: apart measured the drift as much as the gateway, so the pairs alternate and
+#: the median round is judged.
+SINGLE_ROUNDS: Final = 3
+
+
+def median_pair(
+    pairs: Sequence[tuple[ScenarioResult, ScenarioResult]],
+) -> tuple[ScenarioResult, ScenarioResult]:
+    """The (gateway, bare) pair whose single-to-bare ratio is the median of the rounds."""
+    ordered = sorted(pairs, key=lambda pair: single_to_bare_ratio(*pair))
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def single_to_bare_ratio(single: ScenarioResult, bare: ScenarioResult) -> float:
     """The target ratio: gateway 2xx req/s over bare req/s, same load, same core."""
     return single.measured.ok_per_s / bare.measured.ok_per_s if bare.measured.ok else 0.0
@@ -1028,6 +1043,9 @@ def render_ingest(report: GroupReport) -> str:
         f"- Batches of 100: ≥ {BATCH_EVENTS_TARGET:,} durable events/s.",
         f"- Single-event requests: ≥ {SINGLE_RATIO_TARGET:.0%} of the bare endpoint's "
         f"requests/s, with p99 ≤ {SINGLE_P99_TARGET_MS:g} ms at 64 connections.",
+        f"- Single events and the bare endpoint run in {settings.get('single_rounds', 1)} "
+        "back-to-back rounds (bare, then gateway); both single-event targets are judged "
+        "on the round with the median ratio, and every round is in the table and the notes.",
     ]
     if report.notes:
         lines += ["", "### Notes", "", *(f"- {note}" for note in report.notes)]
@@ -1037,15 +1055,28 @@ def render_ingest(report: GroupReport) -> str:
 @scenario_group("ingest", render_ingest)
 def ingest(runner: Runner) -> GroupReport:
     """Single events and batches of 100 into the gateway, and the bare-endpoint ceiling."""
-    bare = run_bare_scenario(runner, "bare-single-c64", Load(64, 0))
-    single = run_gateway_scenario(runner, "single-c64", Load(64, 0))
+    pairs = []
+    for round_number in range(1, SINGLE_ROUNDS + 1):
+        pair_bare = run_bare_scenario(runner, f"bare-single-c64-r{round_number}", Load(64, 0))
+        pair_single = run_gateway_scenario(runner, f"single-c64-r{round_number}", Load(64, 0))
+        pairs.append((pair_single, pair_bare))
+    single, bare = median_pair(pairs)
     batches = [
         run_gateway_scenario(runner, f"batch100-c{connections}", Load(connections, 100))
         for connections in (16, 64)
     ]
-    scenarios = [single, *batches, bare]
+    scenarios = [*(s for s, _ in pairs), *batches, *(b for _, b in pairs)]
     cpu_ratio = single_to_bare_cpu_ratio(single, bare)
-    notes = []
+    notes = [
+        "Single events vs bare, round by round (bare run first, then the gateway): "
+        + "; ".join(
+            f"r{number}: {single_to_bare_ratio(s, b):.1%} "
+            f"({_fmt(s.measured.ok_per_s)} / {_fmt(b.measured.ok_per_s)} req/s, "
+            f"p99 {s.measured.latency_ms['p99']:.1f} ms)"
+            for number, (s, b) in enumerate(pairs, 1)
+        )
+        + f". The targets are judged on the median round, {single.name}."
+    ]
     for scenario in scenarios:
         refused, refusal_notes = refusals(scenario.name, scenario.measured)
         notes.extend(refusal_notes)
@@ -1106,6 +1137,7 @@ def ingest(runner: Runner) -> GroupReport:
             "access_log": True,
             "rate_limits": dict.fromkeys(RATE_LIMIT_VARIABLES, UNLIMITED_RATE),
             "fresh_gateway_per_scenario": True,
+            "single_rounds": SINGLE_ROUNDS,
         },
         notes=notes,
     )
