@@ -80,3 +80,44 @@ def test_a_blocking_stream_does_not_hold_up_the_caller() -> None:
     assert elapsed < 0.2, f"logging 100 lines took {elapsed:.3f} s behind a slow stream"
     _wait_for(lambda: stream.text().count("\n") == 100)
     assert stream.text().count("\n") == 100
+
+
+class _FailingOnce(_SlowStream):
+    """A stream whose first write fails, as on a full disk."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.failed = False
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if not self.failed:
+            self.failed = True
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+def test_a_failed_write_costs_its_batch_not_the_thread() -> None:
+    stream = _FailingOnce()
+    writer = _LineWriter(stream)
+    writer.write(b"lost")
+    _wait_for(lambda: stream.failed)
+    time.sleep(2 * _LineWriter.DELAY_SECONDS)
+    writer.write(b"kept")
+    _wait_for(lambda: stream.text() == "kept\n")
+    assert stream.text() == "kept\n"
+
+
+def test_a_stalled_stream_holds_a_bounded_number_of_lines() -> None:
+    stream = _SlowStream(0.5)
+    writer = _LineWriter(stream)
+    writer.write(b"first")
+    # The thread is now inside a write that takes half a second.
+    _wait_for(lambda: not writer._lines)
+    for number in range(_LineWriter.MAX_QUEUED_LINES + 1000):
+        writer.write(b"%d" % number)
+    writer.flush()
+    written = stream.text().splitlines()
+    assert written[0] == "first"
+    assert written[1] == "1000", "the oldest queued lines are the ones dropped"
+    assert written[-1] == str(_LineWriter.MAX_QUEUED_LINES + 999)
+    assert len(written) == 1 + _LineWriter.MAX_QUEUED_LINES

@@ -105,10 +105,13 @@ class _LineWriter:
     """
 
     DELAY_SECONDS: Final = 0.01
+    #: Lines held while the stream cannot keep up; past this the oldest are
+    #: dropped, so a stalled log disk costs lines, never the gateway's memory.
+    MAX_QUEUED_LINES: Final = 100_000
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
-        self._lines: collections.deque[bytes] = collections.deque()
+        self._lines: collections.deque[bytes] = collections.deque(maxlen=self.MAX_QUEUED_LINES)
         self._wake = threading.Event()
         self._lock = threading.Lock()
         threading.Thread(target=self._run, name="strongroom-log", daemon=True).start()
@@ -135,9 +138,13 @@ class _LineWriter:
             self._wake.clear()
             try:
                 self.flush()
-            except (OSError, ValueError):
-                # The stream is gone (closed at exit); nothing is left to write to.
+            except ValueError:
+                # The stream was closed (at exit): nothing is left to write to.
                 return
+            except OSError:
+                # A full disk or a broken pipe costs this batch of lines, not the
+                # thread: the next batch is tried again.
+                continue
 
 
 class _QueuedLogger:
