@@ -155,7 +155,7 @@ def _alternation(words: Iterable[bytes]) -> bytes:
 
     Python's regex engine tries the alternatives of a flat ``(?:cvv|cvc|...)`` one
     by one at every quote in the body; in a trie it reads each byte once. On a
-    batch of 100 events that halved the time of this check.
+    batch of 100 events this check took a half to a third of the time (two machines).
     """
     tree: dict[int, Any] = {}
     for word in words:

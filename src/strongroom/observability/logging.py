@@ -117,7 +117,7 @@ class _LineWriter:
         threading.Thread(target=self._run, name="strongroom-log", daemon=True).start()
 
     def write(self, line: bytes) -> None:
-        self._lines.append(line + b"\n")
+        self._lines.append(line)
         if not self._wake.is_set():
             self._wake.set()
 
@@ -126,7 +126,8 @@ class _LineWriter:
             lines = self._lines
             batch = [lines.popleft() for _ in range(len(lines))]
             if batch:
-                self.stream.write(b"".join(batch))
+                # Newlines are added here, off the caller's path.
+                self.stream.write(b"\n".join(batch) + b"\n")
                 self.stream.flush()
 
     def _run(self) -> None:
