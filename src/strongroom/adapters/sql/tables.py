@@ -37,6 +37,8 @@ stream_records = Table(
     Column("appended_at", Float, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     PrimaryKeyConstraint("topic", "offset"),
+    # PostgreSQL only since migration 0008: the embedded log keeps this index
+    # beside the database file instead (adapters.sqlite.record_index).
     UniqueConstraint("tenant", "topic", "record_id", name="stream_records_idempotency"),
     Index("stream_records_by_tenant", "topic", "tenant", "offset"),
     sqlite_with_rowid=False,

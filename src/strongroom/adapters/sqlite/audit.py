@@ -82,6 +82,7 @@ class SqliteAuditLog(AuditLog):
                 connection.executemany("INSERT INTO audit_nodes VALUES (?, ?, ?)", nodes)
                 records.append(record)
             SqliteEventLog.append_in(
+                self._database.record_index,
                 connection,
                 AUDIT,
                 [

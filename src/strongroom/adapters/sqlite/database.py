@@ -16,10 +16,29 @@ from pathlib import Path
 from typing import TypeVar
 
 from strongroom.adapters.sqlite.connection import connect
+from strongroom.adapters.sqlite.record_index import RecordIndex
 from strongroom.adapters.sqlite.writer import DEFAULT_COMMIT_DELAY_SECONDS, GroupCommitWriter
 from strongroom.errors import StorageUnavailable
 
 T = TypeVar("T")
+
+
+def index_path(path: Path) -> Path:
+    """Where the idempotency index of the log in ``path`` lives."""
+    return path.with_name(path.name + ".index")
+
+
+def _open_record_index(path: Path) -> RecordIndex:
+    index = RecordIndex(index_path(path))
+    if index.persistent:
+        # Brought up to date before the first request rather than during it;
+        # a process with an index in memory fills it on its first write.
+        catch_up = connect(path)
+        try:
+            index.catch_up_all(catch_up)
+        finally:
+            catch_up.close()
+    return index
 
 
 class SqliteDatabase:
@@ -43,8 +62,12 @@ class SqliteDatabase:
                 f"no Strongroom schema in {path}; run 'strongroom db upgrade' first"
             ) from exc
         self.path = path
+        self.record_index = _open_record_index(path)
         self.writer = GroupCommitWriter(
-            path, max_queued_weight=max_queued_weight, commit_delay=commit_delay
+            path,
+            max_queued_weight=max_queued_weight,
+            commit_delay=commit_delay,
+            listener=self.record_index,
         )
         self._readers = threading.local()
         self._all_readers: list[sqlite3.Connection] = []
@@ -72,6 +95,7 @@ class SqliteDatabase:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.writer.close)
+        self.record_index.close()
         with self._lock:
             for connection in self._all_readers:
                 connection.close()

@@ -51,6 +51,7 @@ from typing import Final
 from strongroom.adapters.sql.risk import DecisionPut, SqlDecisionJournal, stored_record
 from strongroom.adapters.sqlite.database import SqliteDatabase
 from strongroom.adapters.sqlite.log import SqliteEventLog
+from strongroom.adapters.sqlite.record_index import RecordIndex
 from strongroom.domain.risk import DecisionRecord
 from strongroom.errors import Backpressure, StorageUnavailable, StrongroomError
 from strongroom.ports import Clock, NewRecord
@@ -136,7 +137,7 @@ def _insert_all(connection: sqlite3.Connection, puts: list[DecisionPut]) -> set[
 
 
 def _put_all(
-    connection: sqlite3.Connection, puts: list[DecisionPut]
+    connection: sqlite3.Connection, puts: list[DecisionPut], index: RecordIndex
 ) -> list[str | Exception | None]:
     """Insert a batch of decisions; None for a stored one, else the winner's document
     (rule 3). Stream records of the stored ones are appended together."""
@@ -160,7 +161,7 @@ def _put_all(
             else winner
         )
     for topic, records in published.items():
-        SqliteEventLog.append_in(connection, topic, records, now)
+        SqliteEventLog.append_in(index, connection, topic, records, now)
     return results
 
 
@@ -244,7 +245,10 @@ class SqliteDecisionStore(SqlDecisionJournal[SqliteEventLog]):
         del self._gathering[:MAX_BATCH]
         try:
             job = self._writer.submit(
-                partial(_put_all, puts=[put for put, _ in batch]), weight=len(batch)
+                partial(
+                    _put_all, puts=[put for put, _ in batch], index=self._database.record_index
+                ),
+                weight=len(batch),
             )
         except StrongroomError as exc:
             _settle(batch, exc)

@@ -7,6 +7,7 @@ dedup mark is set before the stream write fails).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from strongroom.adapters import stream_upkeep as upkeep
 from strongroom.adapters.dead_letters import dead_letter_record, dead_letters_from
 from strongroom.adapters.sqlite.database import SqliteDatabase
+from strongroom.adapters.sqlite.record_index import RecordIndex
 from strongroom.domain.topics import dead_letter_topic
 from strongroom.ports import (
     AppendResult,
@@ -50,31 +52,29 @@ def _next_offset(connection: sqlite3.Connection, topic: str) -> int:
 def _append_all(
     connection: sqlite3.Connection,
     requests: list[tuple[str, Sequence[NewRecord], float]],
+    *,
+    index: RecordIndex,
 ) -> list[AppendResult]:
-    """Append several requests' records in order: one dedup query per tenant and topic,
-    one insert. A record repeated in an earlier request of the same call is a
-    duplicate, exactly as if that request had committed first."""
+    """Append several requests' records in order: one index lookup per tenant and
+    topic, one insert. A record repeated in an earlier request of the same call
+    is a duplicate, exactly as if that request had committed first."""
     wanted: dict[tuple[str, str], list[str]] = {}
+    offsets: dict[str, int] = {}
     for topic, records, _ in requests:
+        if topic not in offsets:
+            offsets[topic] = _next_offset(connection, topic)
+            index.catch_up(connection, topic, offsets[topic])
         for record in records:
             wanted.setdefault((record.tenant, topic), []).append(record.record_id)
     existing: set[tuple[str, str, str]] = set()
     for (tenant, topic), ids in wanted.items():
-        for start in range(0, len(ids), _SQL_VARIABLES_PER_QUERY):
-            chunk = ids[start : start + _SQL_VARIABLES_PER_QUERY]
-            marks = ",".join("?" * len(chunk))
-            rows = connection.execute(
-                "SELECT record_id FROM stream_records WHERE tenant = ? AND topic = ? "
-                f"AND record_id IN ({marks})",
-                (tenant, topic, *chunk),
-            )
-            existing.update((tenant, topic, row[0]) for row in rows)
-    offsets: dict[str, int] = {}
+        existing.update(
+            (tenant, topic, found) for found in index.stored(connection, tenant, topic, ids)
+        )
     rows_to_insert = []
+    added: dict[str, list[tuple[str, str, int]]] = {}
     results = []
     for topic, records, now in requests:
-        if topic not in offsets:
-            offsets[topic] = _next_offset(connection, topic)
         accepted: list[str] = []
         duplicates: list[str] = []
         for record in records:
@@ -84,11 +84,12 @@ def _append_all(
                 continue
             existing.add(identity)
             accepted.append(record.record_id)
+            offset = offsets[topic]
             rows_to_insert.append(
-                (topic, offsets[topic], record.tenant, record.record_id, record.key, now,
-                 record.payload)
-            )  # fmt: skip
-            offsets[topic] += 1
+                (topic, offset, record.tenant, record.record_id, record.key, now, record.payload)
+            )
+            added.setdefault(topic, []).append((record.tenant, record.record_id, offset))
+            offsets[topic] = offset + 1
         results.append(AppendResult(tuple(accepted), tuple(duplicates)))
     connection.executemany(
         f"INSERT INTO stream_records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -99,6 +100,8 @@ def _append_all(
         "ON CONFLICT (topic) DO UPDATE SET next_offset = excluded.next_offset",
         list(offsets.items()),
     )
+    for topic, topic_rows in added.items():
+        index.added(topic, topic_rows, offsets[topic])
     return results
 
 
@@ -112,7 +115,11 @@ class SqliteEventLog(EventLog):
     def __init__(self, database: SqliteDatabase, *, clock: Clock | None = None) -> None:
         self._database = database
         self._writer = database.writer
+        self._index = database.record_index
         self._clock = clock or SystemClock()
+        # One object for the writer to gather concurrent appends under (rule of
+        # ``submit_combined``): a fresh partial per call would never combine.
+        self._append_combined = functools.partial(_append_all, index=self._index)
 
     @property
     def queued_events(self) -> int:
@@ -124,7 +131,7 @@ class SqliteEventLog(EventLog):
         # Appends queued for the same commit are written by one call, so many
         # concurrent single-event requests cost one dedup query and one insert.
         result: AppendResult = await self._writer.submit_combined(
-            _append_all, (topic, records, self._clock.now()), weight=max(1, len(records))
+            self._append_combined, (topic, records, self._clock.now()), weight=max(1, len(records))
         )
         return result
 
@@ -134,17 +141,21 @@ class SqliteEventLog(EventLog):
         now = self._clock.now()
         requests = [(topic, records, now) for topic, records in batches]
         results: list[AppendResult] = await self._writer.submit(
-            lambda connection: _append_all(connection, requests),
+            lambda connection: _append_all(connection, requests, index=self._index),
             weight=max(1, sum(len(records) for _, records in batches)),
         )
         return results
 
     @staticmethod
     def append_in(
-        connection: sqlite3.Connection, topic: str, records: Sequence[NewRecord], now: float
+        index: RecordIndex,
+        connection: sqlite3.Connection,
+        topic: str,
+        records: Sequence[NewRecord],
+        now: float,
     ) -> AppendResult:
         """Append within the caller's transaction (one request's records)."""
-        return _append_all(connection, [(topic, records, now)])[0]
+        return _append_all(connection, [(topic, records, now)], index=index)[0]
 
     async def group_read(
         self,
@@ -253,6 +264,7 @@ class SqliteEventLog(EventLog):
         now: float,
     ) -> None:
         self.append_in(
+            self._index,
             connection,
             dead_letter_topic(record.topic),
             [dead_letter_record(record, group, deliveries, now)],
@@ -406,7 +418,8 @@ class SqliteEventLog(EventLog):
                 ).rowcount
             return trimmed
 
-        return await self._writer.submit(operation)
+        # Alone in its transaction, as every deletion of records is: see RecordIndex.
+        return await self._writer.submit(operation, alone=True)
 
     async def erase_tenant(self, tenant: str) -> int:
         def operation(connection: sqlite3.Connection) -> int:
@@ -422,9 +435,11 @@ class SqliteEventLog(EventLog):
             ).rowcount
             connection.execute("DELETE FROM consumer_pending WHERE tenant = ?", (tenant,))
             connection.execute("DELETE FROM consumer_groups WHERE tenant = ?", (tenant,))
+            self._index.forget_tenant_after_commit(tenant)
             return erased
 
-        return await self._writer.submit(operation)
+        # Alone in its transaction, as every deletion of records is: see RecordIndex.
+        return await self._writer.submit(operation, alone=True)
 
     async def length(self, topic: str) -> int:
         # The next offset to hand out: offsets are dense from 0 (erased records

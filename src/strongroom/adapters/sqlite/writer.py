@@ -20,6 +20,10 @@ Rules:
    jobs), the writer waits ``commit_delay`` seconds after the first job before
    taking the queue, so that more jobs share the commit; at light load it
    commits at once, and no write waits for the delay.
+6. A job submitted ``alone`` gets a transaction of its own.
+7. The ``listener`` hears of every COMMIT and of every ROLLBACK (of the
+   transaction or of one savepoint), on the writer thread, before any future
+   of that transaction resolves.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from strongroom.adapters.sqlite.connection import BUSY_TIMEOUT_MS, connect
 from strongroom.errors import Backpressure, StorageUnavailable
@@ -54,6 +58,21 @@ _STOP = object()
 Combiner = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
 
+class TransactionListener(Protocol):
+    """Told of each transaction's fate (rule 7); must not raise."""
+
+    def committed(self) -> None: ...
+    def rolled_back(self) -> None: ...
+
+
+class _NoListener:
+    def committed(self) -> None:
+        pass
+
+    def rolled_back(self) -> None:
+        pass
+
+
 @dataclass(slots=True)
 class _Job:
     operation: Operation | None
@@ -63,6 +82,7 @@ class _Job:
     outcome: tuple[bool, Any] = field(default=(False, None))
     combiner: Combiner | None = None
     payload: Any = None
+    alone: bool = False
 
 
 class GroupCommitWriter:
@@ -74,10 +94,12 @@ class GroupCommitWriter:
         *,
         max_queued_weight: int,
         commit_delay: float = DEFAULT_COMMIT_DELAY_SECONDS,
+        listener: TransactionListener | None = None,
     ) -> None:
         if commit_delay < 0:
             raise ValueError("commit_delay must not be negative")
         self._commit_delay = commit_delay
+        self._listener: TransactionListener = listener or _NoListener()
         self._connection = connect(path)
         # Checkpoints run on their own thread (below), so a commit never waits
         # for the WAL to be copied into the database file.
@@ -96,15 +118,17 @@ class GroupCommitWriter:
         return self._queued_weight
 
     def submit(
-        self, operation: Callable[[sqlite3.Connection], T], weight: int = 1
+        self, operation: Callable[[sqlite3.Connection], T], weight: int = 1, *, alone: bool = False
     ) -> asyncio.Future[T]:
         """Queue an operation; the returned future resolves after its commit.
+
+        ``alone`` runs it in a transaction of its own, shared with no other job.
 
         Raises:
             Backpressure: the queue is past its bound.
             StorageUnavailable: the writer is closed.
         """
-        return self._enqueue(weight, operation=operation)
+        return self._enqueue(weight, operation=operation, alone=alone)
 
     def submit_combined(
         self, combiner: Combiner, payload: Any, weight: int = 1
@@ -128,6 +152,7 @@ class GroupCommitWriter:
         operation: Operation | None = None,
         combiner: Combiner | None = None,
         payload: Any = None,
+        alone: bool = False,
     ) -> asyncio.Future[Any]:
         if self._closed:
             raise StorageUnavailable("The event log is shutting down.")
@@ -137,7 +162,9 @@ class GroupCommitWriter:
             self._queued_weight += weight
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Job(operation, weight, loop, future, combiner=combiner, payload=payload))
+        self._queue.put(
+            _Job(operation, weight, loop, future, combiner=combiner, payload=payload, alone=alone)
+        )
         return future
 
     def close(self) -> None:
@@ -175,7 +202,8 @@ class GroupCommitWriter:
                     break
                 jobs.append(item)  # type: ignore[arg-type]
             busy = len(jobs) >= BUSY_COMMIT_JOBS
-            self._commit(jobs)
+            for transaction in _transactions(jobs):
+                self._commit(transaction)
             if stop_after:
                 return
 
@@ -185,7 +213,7 @@ class GroupCommitWriter:
         try:
             connection.execute("BEGIN IMMEDIATE")
             if len(units) == 1:
-                _run_only(connection, units[0])
+                _run_only(connection, units[0], self._listener)
             else:
                 for unit in units:
                     connection.execute("SAVEPOINT op")
@@ -194,12 +222,15 @@ class GroupCommitWriter:
                     except Exception as exc:
                         # Handed to the callers' futures; the other units still commit.
                         connection.execute("ROLLBACK TO op")
-                        _failed(connection, unit, exc)
+                        self._listener.rolled_back()
+                        _failed(connection, unit, exc, self._listener)
                     connection.execute("RELEASE op")
             connection.execute("COMMIT")
+            self._listener.committed()
         except sqlite3.Error as exc:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
+            self._listener.rolled_back()
             failure = StorageUnavailable("The event log could not commit the write.")
             failure.__cause__ = exc
             for job in jobs:
@@ -347,7 +378,26 @@ def _run(connection: sqlite3.Connection, unit: list[_Job]) -> None:
         job.outcome = (True, result)
 
 
-def _run_only(connection: sqlite3.Connection, unit: list[_Job]) -> None:
+def _transactions(jobs: list[_Job]) -> list[list[_Job]]:
+    """Jobs in queue order, in as few transactions as rule 6 allows."""
+    transactions: list[list[_Job]] = []
+    shared: list[_Job] = []
+    for job in jobs:
+        if not job.alone:
+            shared.append(job)
+            continue
+        if shared:
+            transactions.append(shared)
+            shared = []
+        transactions.append([job])
+    if shared:
+        transactions.append(shared)
+    return transactions
+
+
+def _run_only(
+    connection: sqlite3.Connection, unit: list[_Job], listener: TransactionListener
+) -> None:
     """The commit's one unit, in a transaction already begun. The transaction
     stands in for its savepoint: under light load most commits hold one unit,
     and each statement saved is a round of the GIL the commit does not wait for."""
@@ -355,26 +405,32 @@ def _run_only(connection: sqlite3.Connection, unit: list[_Job]) -> None:
         _run(connection, unit)
     except Exception as exc:
         connection.execute("ROLLBACK")
+        listener.rolled_back()
         connection.execute("BEGIN IMMEDIATE")
-        _failed(connection, unit, exc)
+        _failed(connection, unit, exc, listener)
 
 
-def _failed(connection: sqlite3.Connection, unit: list[_Job], exc: Exception) -> None:
+def _failed(
+    connection: sqlite3.Connection, unit: list[_Job], exc: Exception, listener: TransactionListener
+) -> None:
     """A unit raised ``exc`` and was rolled back: fail its job, or, for a combined
     unit, run its jobs one by one so that only the culprit fails."""
     if len(unit) == 1:
         unit[0].outcome = (False, exc)
     else:
-        _run_alone(connection, unit)
+        _run_each(connection, unit, listener)
 
 
-def _run_alone(connection: sqlite3.Connection, unit: list[_Job]) -> None:
+def _run_each(
+    connection: sqlite3.Connection, unit: list[_Job], listener: TransactionListener
+) -> None:
     for job in unit:
         connection.execute("SAVEPOINT one")
         try:
             _run(connection, [job])
         except Exception as exc:
             connection.execute("ROLLBACK TO one")
+            listener.rolled_back()
             job.outcome = (False, exc)
         connection.execute("RELEASE one")
 

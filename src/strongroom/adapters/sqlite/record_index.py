@@ -1,0 +1,344 @@
+"""Where each stored record id sits in the embedded log: the idempotency index.
+
+Every append asks "which of these (tenant, topic, record id) are stored
+already?". Answered by a unique index inside SQLite, each new random event id
+lands on its own B-tree page, so every commit rewrote one 4 KiB page per event
+into the WAL and again into the database file: more CPU than everything else
+the writer does per event. Here the answer comes from a log-structured store
+(RocksDB, through ``rocksdict``), which writes new keys sequentially.
+
+The log stays the only truth; this index is derived from it and may be deleted
+at any time (it is rebuilt from the log when the gateway starts). Two rules
+keep its answers exact:
+
+1. **Complete.** For each topic the index knows up to which offset it holds
+   every committed record (its *mark*). Before a lookup, the records from the
+   mark to the topic's next offset are read from the log and added, so
+   records appended by another process (a CLI command, a second gateway on the
+   same file) or lost from the index in a crash are found all the same. Marks
+   advance only after a commit; a rollback puts them back.
+2. **Verified.** A hit names the offset where the id was stored; it counts as
+   a duplicate only if the log still holds that id there. Entries of rolled
+   back writes, trimmed records or erased tenants are therefore harmless, and
+   are dropped when met.
+
+One process at a time holds the persistent index (RocksDB locks its
+directory). Any other process opening the same log keeps the same index in
+memory instead, filled from the log on its first write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Final, Protocol
+
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
+from strongroom.errors import StorageUnavailable
+
+#: Keys of marks start with this byte; record keys start with the tenant's length (≥ 1).
+_MARK_PREFIX: Final = b"\x00mark\x00"
+_OFFSET_BYTES: Final = 8
+_SQL_VARIABLES_PER_QUERY: Final = 500
+#: Records read from the log and written to the index at a time while catching up.
+_CATCH_UP_CHUNK: Final = 10_000
+
+Key = tuple[str, str, str]
+"""(tenant, topic, record id)."""
+
+
+def encode_key(tenant: str, topic: str, record_id: str) -> bytes:
+    """Length-prefixed, so no tenant or topic can run into the next part."""
+    tenant_bytes, topic_bytes = tenant.encode(), topic.encode()
+    if not 0 < len(tenant_bytes) < 256 or len(topic_bytes) >= 256:
+        raise ValueError("tenant must be 1-255 bytes and topic under 256 bytes")
+    return (
+        bytes((len(tenant_bytes),))
+        + tenant_bytes
+        + bytes((len(topic_bytes),))
+        + topic_bytes
+        + record_id.encode()
+    )
+
+
+def _tenant_prefix(tenant: str) -> bytes:
+    tenant_bytes = tenant.encode()
+    return bytes((len(tenant_bytes),)) + tenant_bytes
+
+
+class _Entries(Protocol):
+    """Where the index keeps its entries and marks."""
+
+    persistent: bool
+
+    def get(self, keys: list[bytes]) -> list[int | None]: ...
+    def put(self, entries: Iterable[tuple[bytes, int]]) -> None: ...
+    def delete(self, keys: Iterable[bytes]) -> None: ...
+    def delete_prefix(self, prefix: bytes) -> None: ...
+    def marks(self) -> dict[str, int]: ...
+    def save_marks(self, marks: dict[str, int]) -> None: ...
+    def close(self) -> None: ...
+
+
+@contextlib.contextmanager
+def _unavailable_on_error() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # rocksdict raises plain exceptions for I/O errors
+        raise StorageUnavailable("The idempotency index could not be read or written.") from exc
+
+
+class _RocksEntries:
+    """Entries in RocksDB: written through its own log, never fsynced.
+
+    A process crash loses nothing (the operating system holds the writes); a
+    power loss may lose the newest entries, and RocksDB recovers to a prefix of
+    its writes, so a mark is never recovered without the entries written
+    before it. Either way rule 1 refills whatever is missing.
+    """
+
+    persistent = True
+
+    def __init__(self, path: Path) -> None:
+        # Record ids and tenant ids only, but still nobody else's business.
+        path.mkdir(mode=0o700, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        self._db = Rdict(str(path), options)
+        writes = WriteOptions()
+        writes.sync = False
+        self._db.set_write_options(writes)
+
+    def get(self, keys: list[bytes]) -> list[int | None]:
+        lookup: list[str | int | float | bytes | bool] = list(keys)
+        with _unavailable_on_error():
+            found: list[bytes | None] = self._db.get(lookup) or []
+        return [None if value is None else int.from_bytes(value, "big") for value in found]
+
+    def put(self, entries: Iterable[tuple[bytes, int]]) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, offset in entries:
+            batch.put(key, offset.to_bytes(_OFFSET_BYTES, "big"))
+        if len(batch):
+            with _unavailable_on_error():
+                self._db.write(batch)
+
+    def delete(self, keys: Iterable[bytes]) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key in keys:
+            batch.delete(key)
+        if len(batch):
+            with _unavailable_on_error():
+                self._db.write(batch)
+
+    def delete_prefix(self, prefix: bytes) -> None:
+        # The byte after a tenant prefix is a topic length (< 256), so every
+        # key of the tenant sorts below prefix + 0xff.
+        end = prefix + b"\xff"
+        with _unavailable_on_error():
+            self._db.delete_range(prefix, end)
+            # Rewrite the range now, so the erased ids leave the files on disk too.
+            self._db.compact_range(prefix, end)
+
+    def marks(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for key, value in self._db.items(from_key=_MARK_PREFIX):
+            if not isinstance(key, bytes) or not key.startswith(_MARK_PREFIX):
+                break
+            found[key[len(_MARK_PREFIX) :].decode()] = int.from_bytes(value, "big")
+        return found
+
+    def save_marks(self, marks: dict[str, int]) -> None:
+        self.put((_MARK_PREFIX + topic.encode(), offset) for topic, offset in marks.items())
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _MemoryEntries:
+    """Entries in a dict, for a process that cannot hold the persistent index."""
+
+    persistent = False
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, int] = {}
+        self._marks: dict[str, int] = {}
+
+    def get(self, keys: list[bytes]) -> list[int | None]:
+        return [self._entries.get(key) for key in keys]
+
+    def put(self, entries: Iterable[tuple[bytes, int]]) -> None:
+        self._entries.update(entries)
+
+    def delete(self, keys: Iterable[bytes]) -> None:
+        for key in keys:
+            self._entries.pop(key, None)
+
+    def delete_prefix(self, prefix: bytes) -> None:
+        for key in [key for key in self._entries if key.startswith(prefix)]:
+            del self._entries[key]
+
+    def marks(self) -> dict[str, int]:
+        return dict(self._marks)
+
+    def save_marks(self, marks: dict[str, int]) -> None:
+        self._marks.update(marks)
+
+    def close(self) -> None:
+        self._entries.clear()
+
+
+def _open_entries(path: Path) -> _Entries:
+    try:
+        return _RocksEntries(path)
+    except Exception as exc:  # rocksdict raises plain exceptions
+        message = str(exc)
+        if message.startswith("IO error") and "/LOCK" in message:
+            # Another process (or connection) holds it: keep a copy in memory.
+            return _MemoryEntries()
+    # Unreadable (a partial copy, a newer format): it is derived, so start over.
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(path)
+        return _RocksEntries(path)
+    except Exception as exc:
+        raise StorageUnavailable(f"cannot open the idempotency index in {path}: {exc}") from exc
+
+
+class RecordIndex:
+    """The idempotency index of one SQLite log file, used from its writer thread.
+
+    ``stored`` and ``added`` run inside the writer's transaction; the writer
+    calls ``committed`` after each COMMIT and ``rolled_back`` after each
+    ROLLBACK (of the transaction or of one savepoint).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries = _open_entries(path)
+        #: Per topic, every committed record below this offset is in the index.
+        self._committed: dict[str, int] = self._entries.marks()
+        #: The same, as seen from inside the open transaction.
+        self._current: dict[str, int] = dict(self._committed)
+        self._forget_after_commit: list[str] = []
+
+    @property
+    def persistent(self) -> bool:
+        return self._entries.persistent
+
+    def catch_up(self, connection: sqlite3.Connection, topic: str, next_offset: int) -> None:
+        """Add the records of ``topic`` below ``next_offset`` that the index does not hold."""
+        start = self._current.get(topic, 0)
+        if start >= next_offset:
+            return
+        rows = connection.execute(
+            'SELECT tenant, record_id, "offset" FROM stream_records '
+            'WHERE topic = ? AND "offset" >= ? AND "offset" < ?',
+            (topic, start, next_offset),
+        )
+        while chunk := rows.fetchmany(_CATCH_UP_CHUNK):
+            self._entries.put(
+                (encode_key(tenant, topic, record_id), offset)
+                for tenant, record_id, offset in chunk
+            )
+        self._current[topic] = next_offset
+
+    def catch_up_all(self, connection: sqlite3.Connection) -> None:
+        """Bring every topic up to date and mark it committed (at start, outside a write)."""
+        connection.execute("BEGIN")
+        try:
+            topics = dict(
+                connection.execute("SELECT topic, next_offset FROM stream_offsets").fetchall()
+            )
+            if any(mark > topics.get(topic, 0) for topic, mark in self._committed.items()):
+                # Marks past the log's end: this index was kept while the
+                # database was restored from an older copy. Its entries may miss
+                # records of that copy (a tenant erased since), so start over.
+                self._reset()
+            for topic, next_offset in topics.items():
+                self.catch_up(connection, topic, next_offset)
+        finally:
+            connection.execute("COMMIT")
+        self.committed()
+
+    def _reset(self) -> None:
+        self._entries.close()
+        if self._entries.persistent:
+            shutil.rmtree(self.path)
+        self._entries = _open_entries(self.path)
+        self._committed, self._current = {}, {}
+
+    def stored(
+        self, connection: sqlite3.Connection, tenant: str, topic: str, record_ids: Sequence[str]
+    ) -> set[str]:
+        """Which of ``record_ids`` the log holds for (tenant, topic); call ``catch_up`` first."""
+        keys = [encode_key(tenant, topic, record_id) for record_id in record_ids]
+        candidates = [
+            (offset, record_id)
+            for record_id, offset in zip(record_ids, self._entries.get(keys), strict=True)
+            if offset is not None
+        ]
+        if not candidates:
+            return set()
+        confirmed: set[tuple[int, str]] = set()
+        offsets = sorted({offset for offset, _ in candidates})
+        for start in range(0, len(offsets), _SQL_VARIABLES_PER_QUERY):
+            chunk = offsets[start : start + _SQL_VARIABLES_PER_QUERY]
+            marks = ",".join("?" * len(chunk))
+            rows = connection.execute(
+                'SELECT "offset", record_id FROM stream_records WHERE topic = ? AND tenant = ? '
+                f'AND "offset" IN ({marks})',
+                (topic, tenant, *chunk),
+            )
+            confirmed.update(rows)
+        self._entries.delete(
+            encode_key(tenant, topic, record_id)
+            for offset, record_id in candidates
+            if (offset, record_id) not in confirmed
+        )
+        return {record_id for _, record_id in confirmed}
+
+    def added(self, topic: str, rows: Sequence[tuple[str, str, int]], next_offset: int) -> None:
+        """Records just inserted at the end of ``topic``: (tenant, record id, offset).
+
+        ``catch_up`` ran for the topic earlier in this transaction, so with
+        these the index holds every record below ``next_offset``.
+        """
+        self._entries.put(
+            (encode_key(tenant, topic, record_id), offset) for tenant, record_id, offset in rows
+        )
+        self._current[topic] = next_offset
+
+    def forget_tenant_after_commit(self, tenant: str) -> None:
+        """Drop a tenant's entries once the erasure of its records has committed."""
+        self._forget_after_commit.append(tenant)
+
+    def committed(self) -> None:
+        changed = {
+            topic: offset
+            for topic, offset in self._current.items()
+            if self._committed.get(topic) != offset
+        }
+        forget, self._forget_after_commit = self._forget_after_commit, []
+        try:
+            if changed:
+                self._entries.save_marks(changed)
+                self._committed.update(changed)
+            for tenant in forget:
+                self._entries.delete_prefix(_tenant_prefix(tenant))
+        except StorageUnavailable:
+            # Marks left behind only make the next catch-up read more; entries
+            # left behind are stale, which rule 2 tolerates.
+            self._current = dict(self._committed)
+
+    def rolled_back(self) -> None:
+        # Entries written for the undone records stay; rule 2 makes them harmless.
+        self._current = dict(self._committed)
+        self._forget_after_commit.clear()
+
+    def close(self) -> None:
+        self._entries.close()

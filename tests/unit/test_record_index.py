@@ -1,0 +1,286 @@
+"""The embedded log's idempotency index: exact whatever happened to it.
+
+The index is derived from the log, so every test here damages or bypasses it
+in one way (another process appending, a lost or deleted index, stale
+entries, a rolled-back write, erasure, trimming, an old schema) and checks
+that an id stored in the log is always answered as a duplicate and an id not
+stored never is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine
+
+from strongroom.adapters.sql.engine import _alembic_config
+from strongroom.adapters.sqlite.database import SqliteDatabase, index_path
+from strongroom.adapters.sqlite.log import SqliteEventLog
+from strongroom.adapters.sqlite.record_index import RecordIndex, encode_key
+from strongroom.ports import NewRecord
+
+TOPIC = "payments.tokenized"
+
+
+def _migrate(path: Path, revision: str = "head") -> None:
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), revision)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    path = tmp_path / "strongroom.db"
+    _migrate(path)
+    return path
+
+
+def _records(ids: list[str], tenant: str = "t1") -> list[NewRecord]:
+    return [NewRecord(tenant, record_id, "m1", b'{"x":1}') for record_id in ids]
+
+
+def _ids(count: int) -> list[str]:
+    return [str(uuid.uuid4()) for _ in range(count)]
+
+
+class _Gateway:
+    """A database and its log, as one gateway process holds them."""
+
+    def __init__(self, path: Path) -> None:
+        self.database = SqliteDatabase(path, max_queued_weight=100_000)
+        self.log = SqliteEventLog(self.database)
+
+    async def append(self, ids: list[str], tenant: str = "t1") -> tuple[set[str], set[str]]:
+        result = await self.log.append(TOPIC, _records(ids, tenant))
+        return set(result.accepted), set(result.duplicates)
+
+    async def aclose(self) -> None:
+        await self.database.aclose()
+
+
+@pytest.fixture
+async def gateway(db_path: Path) -> AsyncIterator[_Gateway]:
+    opened = _Gateway(db_path)
+    yield opened
+    await opened.aclose()
+
+
+def _stored_ids(path: Path) -> list[str]:
+    connection = sqlite3.connect(path)
+    try:
+        return [row[0] for row in connection.execute("SELECT record_id FROM stream_records")]
+    finally:
+        connection.close()
+
+
+async def test_ids_stored_before_are_duplicates_and_new_ones_are_not(gateway: _Gateway) -> None:
+    first, repeated = _ids(50), _ids(50)
+    assert await gateway.append(first) == (set(first), set())
+    mixed = first[:25] + repeated
+    accepted, duplicates = await gateway.append(mixed)
+    assert (accepted, duplicates) == (set(repeated), set(first[:25]))
+    # The same id under another tenant is another record.
+    assert await gateway.append(first[:5], tenant="t2") == (set(first[:5]), set())
+
+
+async def test_a_second_process_on_the_same_file_sees_every_record(db_path: Path) -> None:
+    owner, other = _Gateway(db_path), _Gateway(db_path)
+    try:
+        # RocksDB lets one process hold the index; the other keeps one in memory.
+        assert owner.database.record_index.persistent
+        assert not other.database.record_index.persistent
+        by_owner, by_other = _ids(20), _ids(20)
+        await owner.append(by_owner)
+        await other.append(by_other)
+        assert await other.append(by_owner) == (set(), set(by_owner))
+        assert await owner.append(by_other) == (set(), set(by_other))
+    finally:
+        await other.aclose()
+        await owner.aclose()
+    assert sorted(_stored_ids(db_path)) == sorted(by_owner + by_other)
+
+
+async def test_an_index_deleted_while_stopped_is_rebuilt_from_the_log(db_path: Path) -> None:
+    first = _Gateway(db_path)
+    ids = _ids(300)
+    await first.append(ids)
+    await first.aclose()
+    shutil.rmtree(index_path(db_path))
+    second = _Gateway(db_path)
+    try:
+        assert await second.append(ids) == (set(), set(ids))
+    finally:
+        await second.aclose()
+
+
+async def test_an_unreadable_index_is_replaced_and_rebuilt(db_path: Path) -> None:
+    first = _Gateway(db_path)
+    ids = _ids(30)
+    await first.append(ids)
+    await first.aclose()
+    location = index_path(db_path)
+    for file in location.iterdir():
+        if file.is_file():
+            file.write_bytes(b"not a rocksdb file")
+    second = _Gateway(db_path)
+    try:
+        assert await second.append(ids) == (set(), set(ids))
+    finally:
+        await second.aclose()
+
+
+async def test_entries_lost_from_the_index_are_found_again_in_the_log(db_path: Path) -> None:
+    """What a power loss can do to an index written without fsync: lose its newest writes."""
+    first = _Gateway(db_path)
+    ids = _ids(100)
+    await first.append(ids)
+    await first.aclose()
+    index = RecordIndex(index_path(db_path))
+    entries = index._entries
+    entries.delete(encode_key("t1", TOPIC, record_id) for record_id in ids[50:])
+    entries.save_marks({TOPIC: 50})
+    index.close()
+    second = _Gateway(db_path)
+    try:
+        assert await second.append(ids) == (set(), set(ids))
+    finally:
+        await second.aclose()
+
+
+async def test_a_stale_entry_never_makes_a_new_id_a_duplicate(gateway: _Gateway) -> None:
+    stored = _ids(3)
+    await gateway.append(stored)
+    fresh = _ids(2)
+    # Entries pointing at an offset that holds another record, and past the end.
+    gateway.database.record_index._entries.put(
+        [(encode_key("t1", TOPIC, fresh[0]), 0), (encode_key("t1", TOPIC, fresh[1]), 999)]
+    )
+    assert await gateway.append(fresh) == (set(fresh), set())
+    assert await gateway.append(fresh) == (set(), set(fresh))
+
+
+async def test_a_rolled_back_append_leaves_no_mark_of_its_ids(gateway: _Gateway) -> None:
+    ids = _ids(10)
+    index = gateway.database.record_index
+
+    def append_then_fail(connection: sqlite3.Connection) -> None:
+        SqliteEventLog.append_in(index, connection, TOPIC, _records(ids), 0.0)
+        raise RuntimeError("the rest of this transaction failed")
+
+    with pytest.raises(RuntimeError):
+        await gateway.database.writer.submit(append_then_fail)
+    assert await gateway.append(ids) == (set(ids), set())
+    assert sorted(_stored_ids(gateway.database.path)) == sorted(ids)
+
+
+async def test_an_erased_tenant_leaves_no_entry_and_its_ids_can_be_stored_again(
+    gateway: _Gateway,
+) -> None:
+    erased, kept = _ids(20), _ids(5)
+    await gateway.append(erased, tenant="gone")
+    await gateway.append(kept, tenant="stays")
+    assert await gateway.log.erase_tenant("gone") == 20
+    index = gateway.database.record_index
+    looked_up = index._entries.get([encode_key("gone", TOPIC, record_id) for record_id in erased])
+    assert looked_up == [None] * 20
+    assert await gateway.append(kept, tenant="stays") == (set(), set(kept))
+    assert await gateway.append(erased, tenant="gone") == (set(erased), set())
+
+
+async def test_trimmed_records_can_be_stored_again_and_kept_ones_cannot(gateway: _Gateway) -> None:
+    ids = _ids(10)
+    await gateway.append(ids)
+    assert await gateway.log.trim(TOPIC, max_records=4) == 6
+    assert await gateway.append(ids) == (set(ids[:6]), set(ids[6:]))
+
+
+async def test_ids_repeated_within_one_commit_are_stored_once(gateway: _Gateway) -> None:
+    ids = _ids(40)
+    answers = await asyncio.gather(*(gateway.append(ids) for _ in range(8)))
+    assert set().union(*(accepted for accepted, _ in answers)) == set(ids)
+    assert sum(len(accepted) for accepted, _ in answers) == len(ids)
+    assert sorted(_stored_ids(gateway.database.path)) == sorted(ids)
+
+
+def _indexes_of_records(path: Path) -> list[str]:
+    connection = sqlite3.connect(path)
+    try:
+        query = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
+        return [row[0] for row in connection.execute(query, ("stream_records",))]
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def old_schema_path(tmp_path: Path) -> Path:
+    path = tmp_path / "old.db"
+    _migrate(path, "0007")
+    return path
+
+
+async def test_upgrading_an_existing_log_keeps_its_records_and_their_idempotency(
+    old_schema_path: Path,
+) -> None:
+    ids = _ids(25)
+    connection = sqlite3.connect(old_schema_path)
+    with connection:
+        connection.executemany(
+            'INSERT INTO stream_records (topic, "offset", tenant, record_id, key, appended_at, '
+            "payload) VALUES (?, ?, 't1', ?, 'm1', 0, x'7b7d')",
+            [(TOPIC, offset, record_id) for offset, record_id in enumerate(ids)],
+        )
+        connection.execute(
+            "INSERT INTO stream_offsets (topic, next_offset) VALUES (?, ?)", (TOPIC, len(ids))
+        )
+    connection.close()
+    assert len(_indexes_of_records(old_schema_path)) == 2
+    _migrate(old_schema_path)
+    # The unique index is gone; the by-tenant one remains.
+    assert _indexes_of_records(old_schema_path) == ["stream_records_by_tenant"]
+    gateway = _Gateway(old_schema_path)
+    try:
+        fresh = _ids(5)
+        assert await gateway.append(ids + fresh) == (set(fresh), set(ids))
+    finally:
+        await gateway.aclose()
+    assert sorted(_stored_ids(old_schema_path)) == sorted(ids + fresh)
+
+
+def test_keys_cannot_run_into_each_other() -> None:
+    assert encode_key("ab", "c", "d") != encode_key("a", "bc", "d")
+    assert encode_key("a", "b", "cd") != encode_key("a", "bc", "d")
+    with pytest.raises(ValueError, match="tenant"):
+        encode_key("", TOPIC, "x")
+
+
+async def test_an_index_newer_than_a_restored_database_is_rebuilt(db_path: Path) -> None:
+    """A database restored from an older copy, next to the index it left behind."""
+    backup = db_path.with_name("backup.db")
+    first = _Gateway(db_path)
+    kept = _ids(10)
+    await first.append(kept, tenant="t1")
+    await first.aclose()
+    shutil.copy(db_path, backup)
+    second = _Gateway(db_path)
+    await second.append(_ids(10), tenant="t2")
+    # Erased after the backup: the index forgets these ids, the backup still holds them.
+    await second.log.erase_tenant("t1")
+    await second.aclose()
+    shutil.copy(backup, db_path)
+    for suffix in ("-wal", "-shm"):
+        db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
+    restored = _Gateway(db_path)
+    try:
+        assert await restored.append(kept, tenant="t1") == (set(), set(kept))
+    finally:
+        await restored.aclose()
