@@ -30,6 +30,7 @@ memory instead, filled from the log on its first write.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -54,16 +55,16 @@ Key = tuple[str, str, str]
 
 def encode_key(tenant: str, topic: str, record_id: str) -> bytes:
     """Length-prefixed, so no tenant or topic can run into the next part."""
+    return key_prefix(tenant, topic) + record_id.encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def key_prefix(tenant: str, topic: str) -> bytes:
+    """What every key of (tenant, topic) starts with; cached, as a few pairs recur."""
     tenant_bytes, topic_bytes = tenant.encode(), topic.encode()
     if not 0 < len(tenant_bytes) < 256 or len(topic_bytes) >= 256:
         raise ValueError("tenant must be 1-255 bytes and topic under 256 bytes")
-    return (
-        bytes((len(tenant_bytes),))
-        + tenant_bytes
-        + bytes((len(topic_bytes),))
-        + topic_bytes
-        + record_id.encode()
-    )
+    return bytes((len(tenant_bytes),)) + tenant_bytes + bytes((len(topic_bytes),)) + topic_bytes
 
 
 def _tenant_prefix(tenant: str) -> bytes:
@@ -281,7 +282,8 @@ class RecordIndex:
         self, connection: sqlite3.Connection, tenant: str, topic: str, record_ids: Sequence[str]
     ) -> set[str]:
         """Which of ``record_ids`` the log holds for (tenant, topic); call ``catch_up`` first."""
-        keys = [encode_key(tenant, topic, record_id) for record_id in record_ids]
+        prefix = key_prefix(tenant, topic)
+        keys = [prefix + record_id.encode() for record_id in record_ids]
         candidates = [
             (offset, record_id)
             for record_id, offset in zip(record_ids, self._entries.get(keys), strict=True)
