@@ -24,7 +24,9 @@ from strongroom.adapters.sql.engine import _alembic_config
 from strongroom.adapters.sqlite.database import SqliteDatabase, index_path
 from strongroom.adapters.sqlite.log import SqliteEventLog
 from strongroom.adapters.sqlite.record_index import RecordIndex, encode_key
+from strongroom.adapters.store import open_store
 from strongroom.ports import NewRecord
+from support_app import make_settings
 
 TOPIC = "payments.tokenized"
 
@@ -284,3 +286,19 @@ async def test_an_index_newer_than_a_restored_database_is_rebuilt(db_path: Path)
         assert await restored.append(kept, tenant="t1") == (set(), set(kept))
     finally:
         await restored.aclose()
+
+
+async def test_a_store_opened_beside_a_running_one_says_its_index_is_in_memory(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path, database_url=None)
+    first = await open_store(settings, migrate=True)
+    try:
+        second = await open_store(settings)
+        try:
+            assert not first.record_index_in_memory
+            assert second.record_index_in_memory
+        finally:
+            await second.aclose()
+    finally:
+        await first.aclose()

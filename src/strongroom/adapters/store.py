@@ -55,6 +55,9 @@ class Store:
     audit: AuditLog
     #: Run in order by ``aclose`` before the engine is disposed (flush the logs' writers).
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: The embedded log's idempotency index is held in memory, because another
+    #: process holds the persistent one (see ``adapters.sqlite.record_index``).
+    record_index_in_memory: bool = False
 
     async def aclose(self) -> None:
         """Flush and close the logs, then the engine. Idempotent."""
@@ -188,4 +191,5 @@ async def open_store(
         log=log,
         audit=audit,
         closers=closers,
+        record_index_in_memory=database is not None and not database.record_index.persistent,
     )
