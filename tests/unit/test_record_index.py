@@ -302,3 +302,24 @@ async def test_a_store_opened_beside_a_running_one_says_its_index_is_in_memory(
             await second.aclose()
     finally:
         await first.aclose()
+
+
+def test_downgrading_restores_the_unique_index(db_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{db_path}")
+    try:
+        with engine.begin() as connection:
+            command.downgrade(_alembic_config(connection), "0007")
+    finally:
+        engine.dispose()
+    assert len(_indexes_of_records(db_path)) == 2
+    connection = sqlite3.connect(db_path)
+    try:
+        insert = (
+            'INSERT INTO stream_records (topic, "offset", tenant, record_id, key, appended_at, '
+            "payload) VALUES (?, ?, 't1', 'same-id', 'm1', 0, x'7b7d')"
+        )
+        connection.execute(insert, (TOPIC, 0))
+        with pytest.raises(sqlite3.IntegrityError):
+            connection.execute(insert, (TOPIC, 1))
+    finally:
+        connection.close()
