@@ -790,8 +790,9 @@ def access_log_lines(log_path: Path) -> int:
     count = 0
     with log_path.open("rb") as log:
         for line in log:
-            if b'"event": "request"' in line:
-                count += 1
+            if line.startswith(b"{") and b'"request"' in line:
+                with contextlib.suppress(json.JSONDecodeError):
+                    count += json.loads(line).get("event") == "request"
     return count
 
 
