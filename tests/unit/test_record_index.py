@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from alembic import command
 from sqlalchemy import create_engine
 
@@ -25,8 +26,9 @@ from strongroom.adapters.sqlite.database import SqliteDatabase, index_path
 from strongroom.adapters.sqlite.log import SqliteEventLog
 from strongroom.adapters.sqlite.record_index import RecordIndex, encode_key
 from strongroom.adapters.store import open_store
+from strongroom.api.app import create_app
 from strongroom.ports import NewRecord
-from support_app import make_settings
+from support_app import make_settings, running
 
 TOPIC = "payments.tokenized"
 
@@ -323,3 +325,17 @@ def test_downgrading_restores_the_unique_index(db_path: Path) -> None:
             connection.execute(insert, (TOPIC, 1))
     finally:
         connection.close()
+
+
+async def test_a_gateway_beside_a_running_one_warns_that_its_index_is_in_memory(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path, database_url=None)
+    with structlog.testing.capture_logs() as captured:
+        async with running(create_app(settings, migrate=True)):
+            assert "record_index_in_memory" not in [entry["event"] for entry in captured]
+            async with running(create_app(settings)):
+                pass
+    warnings = [entry for entry in captured if entry["event"] == "record_index_in_memory"]
+    assert len(warnings) == 1
+    assert warnings[0]["log_level"] == "warning"

@@ -49,6 +49,15 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await open_gateway(settings, metrics, logger, migrate=migrate)
         app.state.gateway = state
+        if state.store.record_index_in_memory:
+            # Said by a serving gateway only: CLI commands open the same store,
+            # and their output is for their caller.
+            logger.warning(
+                "record_index_in_memory",
+                detail="another process holds the event log's idempotency index; this "
+                "gateway keeps its own in memory, filled from the log on its first write "
+                "to each topic",
+            )
         if len(state.keys.configured):
             await state.tenants.ensure_default()
         loop = asyncio.get_running_loop()

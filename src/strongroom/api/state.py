@@ -132,12 +132,6 @@ async def open_gateway(
     pepper = load_or_create_pepper(settings.data_dir)
     signer = Signer.load_or_create(settings.data_dir / AUDIT_KEY_FILE)
     store = await open_store(settings, migrate=migrate)
-    if store.record_index_in_memory:
-        logger.warning(
-            "record_index_in_memory",
-            detail="another process holds the event log's idempotency index; this one "
-            "keeps its own in memory, filled from the log on its first write to each topic",
-        )
     try:
         key_manager = await open_key_manager(settings, log=logger)
     except BaseException:
