@@ -298,8 +298,10 @@ async def test_a_store_opened_beside_a_running_one_says_its_index_is_in_memory(
     try:
         second = await open_store(settings)
         try:
-            assert not first.record_index_in_memory
-            assert second.record_index_in_memory
+            assert first.record_index_start is not None
+            assert second.record_index_start is not None
+            assert not first.record_index_start.in_memory
+            assert second.record_index_start.in_memory
         finally:
             await second.aclose()
     finally:
@@ -339,3 +341,27 @@ async def test_a_gateway_beside_a_running_one_warns_that_its_index_is_in_memory(
     warnings = [entry for entry in captured if entry["event"] == "record_index_in_memory"]
     assert len(warnings) == 1
     assert warnings[0]["log_level"] == "warning"
+
+
+async def test_a_gateway_that_rebuilt_its_index_says_how_many_records_it_read(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path, database_url=None)
+    store = await open_store(settings, migrate=True)
+    try:
+        await store.log.append(TOPIC, _records(_ids(40)))
+    finally:
+        await store.aclose()
+    shutil.rmtree(index_path(settings.database_path))
+    with structlog.testing.capture_logs() as captured:
+        async with running(create_app(settings)):
+            pass
+    reports = [entry for entry in captured if entry["event"] == "record_index_caught_up"]
+    # The 40 events, and the audit records the gateway's start-up wrote to payments.audit.
+    assert len(reports) == 1
+    assert reports[0]["records"] >= 40
+    with structlog.testing.capture_logs() as captured:
+        async with running(create_app(settings)):
+            pass
+    # A clean restart finds its index up to date.
+    assert [e for e in captured if e["event"] == "record_index_caught_up"] == []

@@ -37,6 +37,7 @@ from strongroom.services.risk_stores import DecisionJournal
 
 if TYPE_CHECKING:
     from strongroom.adapters.sqlite.database import SqliteDatabase
+    from strongroom.adapters.sqlite.record_index import IndexStart
 
 
 @dataclass(slots=True)
@@ -55,9 +56,8 @@ class Store:
     audit: AuditLog
     #: Run in order by ``aclose`` before the engine is disposed (flush the logs' writers).
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    #: The embedded log's idempotency index is held in memory, because another
-    #: process holds the persistent one (see ``adapters.sqlite.record_index``).
-    record_index_in_memory: bool = False
+    #: How the embedded log's idempotency index came up (None on PostgreSQL).
+    record_index_start: IndexStart | None = None
 
     async def aclose(self) -> None:
         """Flush and close the logs, then the engine. Idempotent."""
@@ -191,5 +191,5 @@ async def open_store(
         log=log,
         audit=audit,
         closers=closers,
-        record_index_in_memory=database is not None and not database.record_index.persistent,
+        record_index_start=None if database is None else database.record_index_start,
     )

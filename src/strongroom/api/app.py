@@ -49,15 +49,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await open_gateway(settings, metrics, logger, migrate=migrate)
         app.state.gateway = state
-        if state.store.record_index_in_memory:
-            # Said by a serving gateway only: CLI commands open the same store,
-            # and their output is for their caller.
-            logger.warning(
-                "record_index_in_memory",
-                detail="another process holds the event log's idempotency index; this "
-                "gateway keeps its own in memory, filled from the log on its first write "
-                "to each topic",
-            )
+        _report_record_index(state, logger)
         if len(state.keys.configured):
             await state.tenants.ensure_default()
         loop = asyncio.get_running_loop()
@@ -107,6 +99,28 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     _install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _report_record_index(state: GatewayState, logger: Any) -> None:
+    """Said by a serving gateway only: CLI commands open the same store, and
+    their output is for their caller."""
+    start = state.store.record_index_start
+    if start is None:
+        return
+    if start.in_memory:
+        logger.warning(
+            "record_index_in_memory",
+            detail="another process holds the event log's idempotency index; this "
+            "gateway keeps its own in memory, filled from the log on its first write "
+            "to each topic",
+        )
+    elif start.records_read:
+        # After a crash, a deleted index or a restored database: it explains a slow start.
+        logger.info(
+            "record_index_caught_up",
+            records=start.records_read,
+            seconds=round(start.seconds, 3),
+        )
 
 
 class GatewayApp(FastAPI):

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from strongroom.adapters.sqlite.connection import connect
-from strongroom.adapters.sqlite.record_index import RecordIndex
+from strongroom.adapters.sqlite.record_index import IndexStart, RecordIndex
 from strongroom.adapters.sqlite.writer import DEFAULT_COMMIT_DELAY_SECONDS, GroupCommitWriter
 from strongroom.errors import StorageUnavailable
 
@@ -28,17 +29,19 @@ def index_path(path: Path) -> Path:
     return path.with_name(path.name + ".index")
 
 
-def _open_record_index(path: Path) -> RecordIndex:
+def _open_record_index(path: Path) -> tuple[RecordIndex, IndexStart]:
     index = RecordIndex(index_path(path))
-    if index.persistent:
-        # Brought up to date before the first request rather than during it;
-        # a process with an index in memory fills it on its first write.
-        catch_up = connect(path)
-        try:
-            index.catch_up_all(catch_up)
-        finally:
-            catch_up.close()
-    return index
+    if not index.persistent:
+        # Filled on its first write to each topic, by the process that needs it.
+        return index, IndexStart(in_memory=True)
+    # Brought up to date before the first request rather than during it.
+    started = time.monotonic()
+    catch_up = connect(path)
+    try:
+        read = index.catch_up_all(catch_up)
+    finally:
+        catch_up.close()
+    return index, IndexStart(in_memory=False, records_read=read, seconds=time.monotonic() - started)
 
 
 class SqliteDatabase:
@@ -62,7 +65,7 @@ class SqliteDatabase:
                 f"no Strongroom schema in {path}; run 'strongroom db upgrade' first"
             ) from exc
         self.path = path
-        self.record_index = _open_record_index(path)
+        self.record_index, self.record_index_start = _open_record_index(path)
         self.writer = GroupCommitWriter(
             path,
             max_queued_weight=max_queued_weight,

@@ -34,6 +34,7 @@ import functools
 import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -215,6 +216,16 @@ def _open_entries(path: Path) -> _Entries:
         raise StorageUnavailable(f"cannot open the idempotency index in {path}: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class IndexStart:
+    """How the index came up, for a serving gateway to report."""
+
+    in_memory: bool
+    #: Records read from the log to bring it up to date (all of them after a rebuild).
+    records_read: int = 0
+    seconds: float = 0.0
+
+
 class RecordIndex:
     """The idempotency index of one SQLite log file, used from its writer thread.
 
@@ -236,25 +247,31 @@ class RecordIndex:
     def persistent(self) -> bool:
         return self._entries.persistent
 
-    def catch_up(self, connection: sqlite3.Connection, topic: str, next_offset: int) -> None:
-        """Add the records of ``topic`` below ``next_offset`` that the index does not hold."""
+    def catch_up(self, connection: sqlite3.Connection, topic: str, next_offset: int) -> int:
+        """Add the records of ``topic`` below ``next_offset`` that the index does not hold;
+        returns how many were read."""
         start = self._current.get(topic, 0)
         if start >= next_offset:
-            return
+            return 0
         rows = connection.execute(
             'SELECT tenant, record_id, "offset" FROM stream_records '
             'WHERE topic = ? AND "offset" >= ? AND "offset" < ?',
             (topic, start, next_offset),
         )
+        read = 0
         while chunk := rows.fetchmany(_CATCH_UP_CHUNK):
             self._entries.put(
                 (encode_key(tenant, topic, record_id), offset)
                 for tenant, record_id, offset in chunk
             )
+            read += len(chunk)
         self._current[topic] = next_offset
+        return read
 
-    def catch_up_all(self, connection: sqlite3.Connection) -> None:
-        """Bring every topic up to date and mark it committed (at start, outside a write)."""
+    def catch_up_all(self, connection: sqlite3.Connection) -> int:
+        """Bring every topic up to date and mark it committed (at start, outside a write);
+        returns how many records were read from the log."""
+        read = 0
         connection.execute("BEGIN")
         try:
             topics = dict(
@@ -266,10 +283,11 @@ class RecordIndex:
                 # records of that copy (a tenant erased since), so start over.
                 self._reset()
             for topic, next_offset in topics.items():
-                self.catch_up(connection, topic, next_offset)
+                read += self.catch_up(connection, topic, next_offset)
         finally:
             connection.execute("COMMIT")
         self.committed()
+        return read
 
     def _reset(self) -> None:
         self._entries.close()
