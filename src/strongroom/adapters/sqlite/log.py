@@ -418,7 +418,7 @@ class SqliteEventLog(EventLog):
                 ).rowcount
             return trimmed
 
-        # Alone in its transaction, as every deletion of records is: see RecordIndex.
+        # Alone in its transaction, as every deletion of records is (record_index rule 3).
         return await self._writer.submit(operation, alone=True)
 
     async def erase_tenant(self, tenant: str) -> int:
@@ -438,7 +438,7 @@ class SqliteEventLog(EventLog):
             self._index.forget_tenant_after_commit(tenant)
             return erased
 
-        # Alone in its transaction, as every deletion of records is: see RecordIndex.
+        # Alone in its transaction, as every deletion of records is (record_index rule 3).
         return await self._writer.submit(operation, alone=True)
 
     async def length(self, topic: str) -> int:

@@ -8,8 +8,8 @@ the writer does per event. Here the answer comes from a log-structured store
 (RocksDB, through ``rocksdict``), which writes new keys sequentially.
 
 The log stays the only truth; this index is derived from it and may be deleted
-at any time (it is rebuilt from the log when the gateway starts). Two rules
-keep its answers exact:
+while the gateway is stopped (it is rebuilt from the log at the next start).
+Three rules keep its answers exact:
 
 1. **Complete.** For each topic the index knows up to which offset it holds
    every committed record (its *mark*). Before a lookup, the records from the
@@ -21,6 +21,11 @@ keep its answers exact:
    a duplicate only if the log still holds that id there. Entries of rolled
    back writes, trimmed records or erased tenants are therefore harmless, and
    are dropped when met.
+3. **Deletions alone.** Writes that delete records (erasure, trimming) run in
+   a transaction of their own (the writer's ``alone``). Within any other
+   transaction nothing stored disappears, so an entry is only ever replaced
+   or dropped when the record it names is not in the log, and a rollback can
+   never leave a stored record without its entry below the mark.
 
 One process at a time holds the persistent index (RocksDB locks its
 directory). Any other process opening the same log keeps the same index in
