@@ -16,6 +16,9 @@ from typing import Final
 
 #: How long any connection waits for another's lock before giving up.
 BUSY_TIMEOUT_MS: Final = 10_000
+#: Values bound in one ``IN (...)`` list at most: under SQLite's limit on host
+#: parameters (999 in builds before 3.32), with room for the other terms.
+SQL_VARIABLES_PER_QUERY: Final = 500
 _WAL_RETRY_SECONDS: Final = 0.01
 
 

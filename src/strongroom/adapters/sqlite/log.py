@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from strongroom.adapters import stream_upkeep as upkeep
 from strongroom.adapters.dead_letters import dead_letter_record, dead_letters_from
+from strongroom.adapters.sqlite.connection import SQL_VARIABLES_PER_QUERY
 from strongroom.adapters.sqlite.database import SqliteDatabase
 from strongroom.adapters.sqlite.record_index import RecordIndex
 from strongroom.domain.topics import dead_letter_topic
@@ -28,8 +29,6 @@ from strongroom.ports import (
     StoredRecord,
     SystemClock,
 )
-
-_SQL_VARIABLES_PER_QUERY = 500
 
 _RECORD_COLUMNS = 'topic, "offset", tenant, record_id, key, appended_at, payload'
 
@@ -276,8 +275,8 @@ class SqliteEventLog(EventLog):
     ) -> int:
         def operation(connection: sqlite3.Connection) -> int:
             settled = 0
-            for start in range(0, len(offsets), _SQL_VARIABLES_PER_QUERY):
-                chunk = list(offsets[start : start + _SQL_VARIABLES_PER_QUERY])
+            for start in range(0, len(offsets), SQL_VARIABLES_PER_QUERY):
+                chunk = list(offsets[start : start + SQL_VARIABLES_PER_QUERY])
                 marks = ",".join("?" * len(chunk))
                 cursor = connection.execute(
                     "DELETE FROM consumer_pending WHERE tenant = ? AND topic = ? "

@@ -45,18 +45,15 @@ from typing import Final, Protocol
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
+from strongroom.adapters.sqlite.connection import SQL_VARIABLES_PER_QUERY
 from strongroom.errors import StorageUnavailable
 
 #: Keys of marks start with this byte; record keys start with the tenant's length (≥ 1).
 _MARK_PREFIX: Final = b"\x00mark\x00"
 _OFFSET_BYTES: Final = 8
-_SQL_VARIABLES_PER_QUERY: Final = 500
 _BLOCK_CACHE_MB: Final = 64
 #: Records read from the log and written to the index at a time while catching up.
 _CATCH_UP_CHUNK: Final = 10_000
-
-Key = tuple[str, str, str]
-"""(tenant, topic, record id)."""
 
 
 def encode_key(tenant: str, topic: str, record_id: str) -> bytes:
@@ -67,14 +64,17 @@ def encode_key(tenant: str, topic: str, record_id: str) -> bytes:
 @functools.lru_cache(maxsize=4096)
 def key_prefix(tenant: str, topic: str) -> bytes:
     """What every key of (tenant, topic) starts with; cached, as a few pairs recur."""
-    tenant_bytes, topic_bytes = tenant.encode(), topic.encode()
-    if not 0 < len(tenant_bytes) < 256 or len(topic_bytes) >= 256:
-        raise ValueError("tenant must be 1-255 bytes and topic under 256 bytes")
-    return bytes((len(tenant_bytes),)) + tenant_bytes + bytes((len(topic_bytes),)) + topic_bytes
+    topic_bytes = topic.encode()
+    if len(topic_bytes) >= 256:
+        raise ValueError("topic must be under 256 bytes")
+    return _tenant_prefix(tenant) + bytes((len(topic_bytes),)) + topic_bytes
 
 
 def _tenant_prefix(tenant: str) -> bytes:
+    """What every key of ``tenant`` starts with (``delete_prefix`` erases by it)."""
     tenant_bytes = tenant.encode()
+    if not 0 < len(tenant_bytes) < 256:
+        raise ValueError("tenant must be 1-255 bytes")
     return bytes((len(tenant_bytes),)) + tenant_bytes
 
 
@@ -316,8 +316,8 @@ class RecordIndex:
             return set()
         confirmed: set[tuple[int, str]] = set()
         offsets = sorted({offset for offset, _ in candidates})
-        for start in range(0, len(offsets), _SQL_VARIABLES_PER_QUERY):
-            chunk = offsets[start : start + _SQL_VARIABLES_PER_QUERY]
+        for start in range(0, len(offsets), SQL_VARIABLES_PER_QUERY):
+            chunk = offsets[start : start + SQL_VARIABLES_PER_QUERY]
             marks = ",".join("?" * len(chunk))
             rows = connection.execute(
                 'SELECT "offset", record_id FROM stream_records WHERE topic = ? AND tenant = ? '
@@ -326,7 +326,7 @@ class RecordIndex:
             )
             confirmed.update(rows)
         self._entries.delete(
-            encode_key(tenant, topic, record_id)
+            prefix + record_id.encode()
             for offset, record_id in candidates
             if (offset, record_id) not in confirmed
         )
