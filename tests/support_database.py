@@ -12,6 +12,9 @@ Tests that look at the store around the product use ``connect(data_dir)`` (sqlit
 on the SQLite file, or a sqlite3-like connection to the data dir's database),
 ``copy_data_dir`` (a backup: files and database) and ``database_contents`` (every
 stored value, for scans that look for what must never be stored).
+``migrate_sqlite(path, revision)`` brings a SQLite file to a schema revision;
+``rows_writer(tmp_path, ...)`` is a group-commit writer on a file with one
+``rows (name)`` table, for tests of the writer itself.
 
 The server is ``STRONGROOM_TEST_POSTGRES`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``). When it is unreachable the test
@@ -29,12 +32,19 @@ import shutil
 import sqlite3
 import threading
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import asyncpg
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine
+
+from strongroom.adapters.sql.engine import _alembic_config
+from strongroom.adapters.sqlite.connection import connect as sqlite_connect
+from strongroom.adapters.sqlite.writer import GroupCommitWriter
 
 SERVER: Final = os.environ.get(
     "STRONGROOM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -318,3 +328,24 @@ def _raw(value: Any) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     return str(value).encode()
+
+
+def migrate_sqlite(
+    path: Path, revision: str = "head", action: Callable[[Config, str], None] = command.upgrade
+) -> None:
+    """Upgrade (or, with ``command.downgrade``, downgrade) the SQLite file at ``path``."""
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as connection:
+            action(_alembic_config(connection), revision)
+    finally:
+        engine.dispose()
+
+
+def rows_writer(tmp_path: Path, **options: Any) -> GroupCommitWriter:
+    """A writer on ``tmp_path/store.db`` holding ``rows (name TEXT)``; ``options`` go to it."""
+    path = tmp_path / "store.db"
+    setup = sqlite_connect(path)
+    setup.execute("CREATE TABLE rows (name TEXT NOT NULL)")
+    setup.close()
+    return GroupCommitWriter(path, max_queued_weight=10_000, **options)

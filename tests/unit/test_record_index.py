@@ -19,9 +19,7 @@ from pathlib import Path
 import pytest
 import structlog.testing
 from alembic import command
-from sqlalchemy import create_engine
 
-from strongroom.adapters.sql.engine import _alembic_config
 from strongroom.adapters.sqlite.database import SqliteDatabase, index_path
 from strongroom.adapters.sqlite.log import SqliteEventLog
 from strongroom.adapters.sqlite.record_index import RecordIndex, encode_key
@@ -29,23 +27,15 @@ from strongroom.adapters.store import open_store
 from strongroom.api.app import create_app
 from strongroom.ports import NewRecord
 from support_app import make_settings, running
+from support_database import migrate_sqlite
 
 TOPIC = "payments.tokenized"
-
-
-def _migrate(path: Path, revision: str = "head") -> None:
-    engine = create_engine(f"sqlite:///{path}")
-    try:
-        with engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), revision)
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     path = tmp_path / "strongroom.db"
-    _migrate(path)
+    migrate_sqlite(path)
     return path
 
 
@@ -70,6 +60,24 @@ class _Gateway:
 
     async def aclose(self) -> None:
         await self.database.aclose()
+
+
+async def _append_and_stop(path: Path, ids: list[str], tenant: str = "t1") -> None:
+    """One gateway's life: it stores ``ids`` and stops."""
+    gateway = _Gateway(path)
+    try:
+        await gateway.append(ids, tenant=tenant)
+    finally:
+        await gateway.aclose()
+
+
+async def _all_duplicates(path: Path, ids: list[str], tenant: str = "t1") -> None:
+    """A gateway started now answers every one of ``ids`` as a duplicate."""
+    gateway = _Gateway(path)
+    try:
+        assert await gateway.append(ids, tenant=tenant) == (set(), set(ids))
+    finally:
+        await gateway.aclose()
 
 
 @pytest.fixture
@@ -115,50 +123,31 @@ async def test_a_second_process_on_the_same_file_sees_every_record(db_path: Path
 
 
 async def test_an_index_deleted_while_stopped_is_rebuilt_from_the_log(db_path: Path) -> None:
-    first = _Gateway(db_path)
     ids = _ids(300)
-    await first.append(ids)
-    await first.aclose()
+    await _append_and_stop(db_path, ids)
     shutil.rmtree(index_path(db_path))
-    second = _Gateway(db_path)
-    try:
-        assert await second.append(ids) == (set(), set(ids))
-    finally:
-        await second.aclose()
+    await _all_duplicates(db_path, ids)
 
 
 async def test_an_unreadable_index_is_replaced_and_rebuilt(db_path: Path) -> None:
-    first = _Gateway(db_path)
     ids = _ids(30)
-    await first.append(ids)
-    await first.aclose()
-    location = index_path(db_path)
-    for file in location.iterdir():
+    await _append_and_stop(db_path, ids)
+    for file in index_path(db_path).iterdir():
         if file.is_file():
             file.write_bytes(b"not a rocksdb file")
-    second = _Gateway(db_path)
-    try:
-        assert await second.append(ids) == (set(), set(ids))
-    finally:
-        await second.aclose()
+    await _all_duplicates(db_path, ids)
 
 
 async def test_entries_lost_from_the_index_are_found_again_in_the_log(db_path: Path) -> None:
     """What a power loss can do to an index written without fsync: lose its newest writes."""
-    first = _Gateway(db_path)
     ids = _ids(100)
-    await first.append(ids)
-    await first.aclose()
+    await _append_and_stop(db_path, ids)
     index = RecordIndex(index_path(db_path))
     entries = index._entries
     entries.delete(encode_key("t1", TOPIC, record_id) for record_id in ids[50:])
     entries.save_marks({TOPIC: 50})
     index.close()
-    second = _Gateway(db_path)
-    try:
-        assert await second.append(ids) == (set(), set(ids))
-    finally:
-        await second.aclose()
+    await _all_duplicates(db_path, ids)
 
 
 async def test_a_stale_entry_never_makes_a_new_id_a_duplicate(gateway: _Gateway) -> None:
@@ -228,7 +217,7 @@ def _indexes_of_records(path: Path) -> list[str]:
 @pytest.fixture
 def old_schema_path(tmp_path: Path) -> Path:
     path = tmp_path / "old.db"
-    _migrate(path, "0007")
+    migrate_sqlite(path, "0007")
     return path
 
 
@@ -248,7 +237,7 @@ async def test_upgrading_an_existing_log_keeps_its_records_and_their_idempotency
         )
     connection.close()
     assert len(_indexes_of_records(old_schema_path)) == 2
-    _migrate(old_schema_path)
+    migrate_sqlite(old_schema_path)
     # The unique index is gone; the by-tenant one remains.
     assert _indexes_of_records(old_schema_path) == ["stream_records_by_tenant"]
     gateway = _Gateway(old_schema_path)
@@ -270,10 +259,8 @@ def test_keys_cannot_run_into_each_other() -> None:
 async def test_an_index_newer_than_a_restored_database_is_rebuilt(db_path: Path) -> None:
     """A database restored from an older copy, next to the index it left behind."""
     backup = db_path.with_name("backup.db")
-    first = _Gateway(db_path)
     kept = _ids(10)
-    await first.append(kept, tenant="t1")
-    await first.aclose()
+    await _append_and_stop(db_path, kept, tenant="t1")
     shutil.copy(db_path, backup)
     second = _Gateway(db_path)
     await second.append(_ids(10), tenant="t2")
@@ -283,11 +270,7 @@ async def test_an_index_newer_than_a_restored_database_is_rebuilt(db_path: Path)
     shutil.copy(backup, db_path)
     for suffix in ("-wal", "-shm"):
         db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
-    restored = _Gateway(db_path)
-    try:
-        assert await restored.append(kept, tenant="t1") == (set(), set(kept))
-    finally:
-        await restored.aclose()
+    await _all_duplicates(db_path, kept, tenant="t1")
 
 
 async def test_a_store_opened_beside_a_running_one_says_its_index_is_in_memory(
@@ -309,12 +292,7 @@ async def test_a_store_opened_beside_a_running_one_says_its_index_is_in_memory(
 
 
 def test_downgrading_restores_the_unique_index(db_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{db_path}")
-    try:
-        with engine.begin() as connection:
-            command.downgrade(_alembic_config(connection), "0007")
-    finally:
-        engine.dispose()
+    migrate_sqlite(db_path, "0007", command.downgrade)
     assert len(_indexes_of_records(db_path)) == 2
     connection = sqlite3.connect(db_path)
     try:

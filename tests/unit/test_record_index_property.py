@@ -18,15 +18,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from alembic import command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine
 
-from strongroom.adapters.sql.engine import _alembic_config
 from strongroom.adapters.sqlite.database import SqliteDatabase, index_path
 from strongroom.adapters.sqlite.log import SqliteEventLog
 from strongroom.ports import NewRecord
+from support_database import migrate_sqlite
 
 TOPIC = "payments.tokenized"
 IDS = [f"id-{n:02d}" for n in range(12)]
@@ -167,12 +165,7 @@ def test_duplicate_answers_match_the_log_whatever_happens(
 ) -> None:
     template = tmp_path / "template.db"
     if not template.exists():
-        engine = create_engine(f"sqlite:///{template}")
-        try:
-            with engine.begin() as connection:
-                command.upgrade(_alembic_config(connection), "head")
-        finally:
-            engine.dispose()
+        migrate_sqlite(template)
     work = tmp_path / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()

@@ -11,19 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.adapters.sqlite.connection import connect
 from strongroom.adapters.sqlite.writer import BUSY_COMMIT_JOBS, GroupCommitWriter
+from support_database import rows_writer
 
 #: Each call is one commit's jobs sharing the combiner: their payloads.
 Commits = list[list[str]]
 
 
 def _writer(tmp_path: Path, commit_delay: float) -> GroupCommitWriter:
-    path = tmp_path / "store.db"
-    setup = connect(path)
-    setup.execute("CREATE TABLE rows (name TEXT NOT NULL)")
-    setup.close()
-    return GroupCommitWriter(path, max_queued_weight=10_000, commit_delay=commit_delay)
+    return rows_writer(tmp_path, commit_delay=commit_delay)
 
 
 def _recorder(commits: Commits):

@@ -11,6 +11,7 @@ import pytest
 
 from strongroom.adapters.sqlite.connection import connect
 from strongroom.adapters.sqlite.writer import GroupCommitWriter
+from support_database import rows_writer
 
 
 class _Listener:
@@ -25,11 +26,7 @@ class _Listener:
 
 
 def _writer(tmp_path: Path, listener: _Listener) -> GroupCommitWriter:
-    path = tmp_path / "store.db"
-    setup = connect(path)
-    setup.execute("CREATE TABLE rows (name TEXT NOT NULL)")
-    setup.close()
-    return GroupCommitWriter(path, max_queued_weight=10_000, listener=listener)
+    return rows_writer(tmp_path, listener=listener)
 
 
 def _insert(name: str):
