@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from risk_support import T0, event
 
 from strongroom.domain.risk import Band
@@ -223,3 +227,74 @@ def test_a_batch_counts_as_its_events_one_by_one() -> None:
     later = now + 120
     assert batched.snapshot(TENANT, later) == one_by_one.snapshot(TENANT, later)
     assert batched.band(TENANT, "acme", later) is not Band.LOW
+
+
+_LABELS = st.sampled_from(["payment_failed", "payment_succeeded", "auth_error", "gateway_timeout"])
+
+
+@given(
+    batches=st.lists(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "processor": st.sampled_from(["acme", "other"]),
+                    "merchant": st.sampled_from([None, "m_1", "m_2"]),
+                    "event_type": _LABELS,
+                    "failure_category": st.none() | _LABELS,
+                    "failure_origin": st.none() | _LABELS,
+                    "retry_count": st.integers(0, 3),
+                    "retry_result": st.none() | _LABELS,
+                    "geo": st.none() | st.sampled_from(["DE", "FR", "US", "BR", "JP"]),
+                }
+            ),
+            min_size=1,
+            max_size=20,
+        ),
+        min_size=2,
+        max_size=8,
+    ),
+    seconds_apart=st.integers(0, 60),
+)
+def test_any_batch_counts_as_its_events_one_by_one(
+    batches: list[list[dict[str, Any]]], seconds_apart: int
+) -> None:
+    # Two geo slots a bucket: which geos take them depends on the order events arrive.
+    # Short windows, so that a few batches make both a window and its baseline.
+    config = HealthConfig(
+        window_seconds=60,
+        baseline_seconds=120,
+        bucket_seconds=30,
+        max_geos_per_bucket=2,
+        min_events=1,
+    )
+    one_by_one, batched = ProcessorHealthMonitor(config), ProcessorHealthMonitor(config)
+    for number, fields in enumerate(batches):
+        now = T0 + number * seconds_apart
+        events = [event(**kind) for kind in fields]
+        for one in events:
+            one_by_one.observe(TENANT, one, now)
+        batched.observe_all(TENANT, events, now)
+    later = T0 + len(batches) * seconds_apart
+    assert batched.snapshot(TENANT, later) == one_by_one.snapshot(TENANT, later)
+
+
+def test_a_processors_full_geo_slots_leave_its_merchants_own_slots_free() -> None:
+    config = HealthConfig(
+        window_seconds=60,
+        baseline_seconds=120,
+        bucket_seconds=30,
+        max_geos_per_bucket=2,
+        min_events=1,
+    )
+    monitor = ProcessorHealthMonitor(config)
+    monitor.observe_all(TENANT, [event("acme", merchant="m_1", geo="DE")], T0)
+    window = [("m_2", "FR"), ("m_2", "ES"), ("m_1", "US"), ("m_1", "JP")]
+    monitor.observe_all(TENANT, [event("acme", merchant=m, geo=g) for m, g in window], T0 + 90)
+
+    processor, m_1, _ = monitor.snapshot(TENANT, T0 + 100)
+    # The processor counts US and JP as "other" (its two slots went to FR and ES):
+    # FR, ES, other, other is 1.5 bits; its baseline was DE alone, 0 bits.
+    assert processor.signals["geo_entropy_shift"] == pytest.approx(1.5)
+    # m_1 had room for both: US, JP is 1 bit against DE's 0.
+    assert m_1.merchant_id_hash == "m_1"
+    assert m_1.signals["geo_entropy_shift"] == pytest.approx(1.0)

@@ -56,9 +56,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any, Final
 
 from strongroom.domain.events import PaymentEvent
@@ -81,6 +82,17 @@ DRIVER_COMPONENT: Final = 0.5
 
 _FAILED_WORDS: Final = ("fail", "declin", "error", "timeout", "timed_out")
 _TIMEOUT_WORDS: Final = ("timeout", "timed_out", "time_out")
+#: Every field an event's counts depend on, in one C-speed read per event.
+_SIGNAL_FIELDS: Final = attrgetter(
+    "processor",
+    "merchant_id_hash",
+    "failure_category",
+    "event_type",
+    "retry_result",
+    "failure_origin",
+    "retry_count",
+    "geo_bucket",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,17 +256,28 @@ class ProcessorHealthMonitor:
         """Count one ingested event for its processor and, if it names one, its merchant."""
         self.observe_all(tenant, (event,), now)
 
-    def observe_all(self, tenant: str, events: Iterable[PaymentEvent], now: float) -> None:
-        """Count a request's events; each series' bucket is looked up once per call."""
+    def observe_all(self, tenant: str, events: Sequence[PaymentEvent], now: float) -> None:
+        """Count a request's events, as if one by one.
+
+        Events with the same signal fields are counted together: a batch usually
+        repeats a few combinations, and each combination's labels are read, and
+        its buckets found, once. Combinations are applied in the order each first
+        appears, so the first geos of a bucket take its slots in event order.
+        """
         index = int(now // self.config.bucket_seconds)
         found: dict[tuple[str, str, str | None], _Bucket | None] = {}
-        for event in events:
-            failed, timeout, auth = _outcome(
-                event.failure_category, event.event_type, event.retry_result, event.failure_origin
-            )
-            keys: list[tuple[str, str, str | None]] = [(tenant, event.processor, None)]
-            if event.merchant_id_hash is not None:
-                keys.append((tenant, event.processor, event.merchant_id_hash))
+        # One event (every single-event request) needs no counting.
+        signals = (
+            Counter(map(_SIGNAL_FIELDS, events))
+            if len(events) > 1
+            else {_SIGNAL_FIELDS(event): 1 for event in events}
+        )
+        for signal, count in signals.items():
+            processor, merchant, category, event_type, retry_result, origin, retry, geo = signal
+            failed, timeout, auth = _outcome(category, event_type, retry_result, origin)
+            keys: list[tuple[str, str, str | None]] = [(tenant, processor, None)]
+            if merchant is not None:
+                keys.append((tenant, processor, merchant))
             for key in keys:
                 if key in found:
                     bucket = found[key]
@@ -262,19 +285,14 @@ class ProcessorHealthMonitor:
                     bucket = found[key] = self._bucket(key, index)
                 if bucket is None:
                     continue
-                bucket.events += 1
-                bucket.failures += failed
-                bucket.timeouts += timeout
-                bucket.auth_failures += auth
-                bucket.retries += event.retry_count
-                if event.geo_bucket is not None:
-                    geo = event.geo_bucket
-                    if (
-                        geo not in bucket.geos
-                        and len(bucket.geos) >= self.config.max_geos_per_bucket
-                    ):
-                        geo = OTHER_GEO
-                    bucket.geos[geo] += 1
+                bucket.events += count
+                bucket.failures += failed * count
+                bucket.timeouts += timeout * count
+                bucket.auth_failures += auth * count
+                bucket.retries += retry * count
+                if geo is not None:
+                    full = len(bucket.geos) >= self.config.max_geos_per_bucket
+                    bucket.geos[OTHER_GEO if full and geo not in bucket.geos else geo] += count
         while len(self._series) > self.config.max_series:
             self._series.popitem(last=False)
 
