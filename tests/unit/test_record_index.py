@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 import structlog.testing
 from alembic import command
+from rocksdict import Options, Rdict
 
+from strongroom.adapters.sqlite import database as database_module
 from strongroom.adapters.sqlite.database import SqliteDatabase, index_path
 from strongroom.adapters.sqlite.log import SqliteEventLog
-from strongroom.adapters.sqlite.record_index import RecordIndex, encode_key
+from strongroom.adapters.sqlite.record_index import MARK_PREFIX, RecordIndex, encode_key
 from strongroom.adapters.store import open_store
 from strongroom.api.app import create_app
 from strongroom.ports import NewRecord
@@ -136,6 +138,47 @@ async def test_an_unreadable_index_is_replaced_and_rebuilt(db_path: Path) -> Non
         if file.is_file():
             file.write_bytes(b"not a rocksdb file")
     await _all_duplicates(db_path, ids)
+
+
+async def test_an_index_with_an_unreadable_mark_is_replaced_and_rebuilt(db_path: Path) -> None:
+    ids = _ids(30)
+    await _append_and_stop(db_path, ids)
+    damaged = Rdict(str(index_path(db_path)), Options(raw_mode=True))
+    damaged[MARK_PREFIX + b"\xff\xfe"] = (7).to_bytes(8, "big")  # a topic name that is not UTF-8
+    damaged.close()
+    gateway = _Gateway(db_path)
+    try:
+        assert not gateway.database.record_index_start.in_memory
+        assert gateway.database.record_index_start.records_read == len(ids)
+        assert await gateway.append(ids) == (set(), set(ids))
+    finally:
+        await gateway.aclose()
+
+
+@pytest.mark.parametrize("failing", ["GroupCommitWriter", "catch_up_all"])
+async def test_a_failed_open_leaves_the_index_free_for_the_next_one(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    ids = _ids(10)
+    await _append_and_stop(db_path, ids)
+
+    def fail(*_: object, **__: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    target = database_module if failing == "GroupCommitWriter" else RecordIndex
+    with monkeypatch.context() as patched:
+        patched.setattr(target, failing, fail)
+        # ``failed`` keeps the traceback, and so the half-opened database, alive
+        # below: whatever that attempt opened must have been let go already.
+        with pytest.raises(sqlite3.OperationalError) as failed:
+            _Gateway(db_path)
+    assert "disk I/O error" in str(failed.value)
+    gateway = _Gateway(db_path)
+    try:
+        assert not gateway.database.record_index_start.in_memory
+        assert await gateway.append(ids) == (set(), set(ids))
+    finally:
+        await gateway.aclose()
 
 
 async def test_entries_lost_from_the_index_are_found_again_in_the_log(db_path: Path) -> None:

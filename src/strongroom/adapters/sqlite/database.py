@@ -36,11 +36,17 @@ def _open_record_index(path: Path) -> tuple[RecordIndex, IndexStart]:
         return index, IndexStart(in_memory=True)
     # Brought up to date before the first request rather than during it.
     started = time.monotonic()
-    catch_up = connect(path)
     try:
-        read = index.catch_up_all(catch_up)
-    finally:
-        catch_up.close()
+        catch_up = connect(path)
+        try:
+            read = index.catch_up_all(catch_up)
+        finally:
+            catch_up.close()
+    except BaseException:
+        # Left open, the index would stay locked, and every later open in this
+        # process would fall back to an in-memory copy.
+        index.close()
+        raise
     return index, IndexStart(in_memory=False, records_read=read, seconds=time.monotonic() - started)
 
 
@@ -66,12 +72,16 @@ class SqliteDatabase:
             ) from exc
         self.path = path
         self.record_index, self.record_index_start = _open_record_index(path)
-        self.writer = GroupCommitWriter(
-            path,
-            max_queued_weight=max_queued_weight,
-            commit_delay=commit_delay,
-            listener=self.record_index,
-        )
+        try:
+            self.writer = GroupCommitWriter(
+                path,
+                max_queued_weight=max_queued_weight,
+                commit_delay=commit_delay,
+                listener=self.record_index,
+            )
+        except BaseException:
+            self.record_index.close()
+            raise
         self._readers = threading.local()
         self._all_readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
