@@ -1,4 +1,5 @@
-"""The log redaction processor: its shortcut for plain events changes nothing it would mask.
+"""The log redaction processor: its shortcut for plain events changes nothing it would mask;
+and the timestamp every line gets.
 
 ``redact`` decides most events with one scan of all their strings joined; the
 property tests hold it to what redacting value by value gives, on events built
@@ -8,14 +9,17 @@ card number, full-width digits, secret shapes and large integers.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strongroom.domain.cards import find_pan_spans, may_contain_pan
-from strongroom.observability.logging import redact, redact_value
+from strongroom.observability.logging import add_timestamp, redact, redact_value
 
 VISA = "4242424242424242"
 SECRET_KEYS = ("authorization", "Token", "secret")
@@ -104,3 +108,15 @@ def test_secret_named_keys_are_dropped_even_when_the_event_is_plain() -> None:
     redacted = redact(None, "info", {"event": "request", "token": "plain"})
 
     assert redacted == {"event": "request", "token": "[SECRET REDACTED]"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_the_timestamp_is_the_utc_time_of_the_line(now: float) -> None:
+    with patch("strongroom.observability.logging.time.time", return_value=now):
+        stamped = add_timestamp(None, "info", {})["timestamp"]
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamped)
+    parsed = datetime.fromisoformat(stamped)
+    assert parsed.utcoffset() == timedelta(0)
+    assert abs(parsed.timestamp() - now) < 2e-6

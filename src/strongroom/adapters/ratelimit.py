@@ -107,19 +107,37 @@ def _decision(item: RateLimitItem, allowed: bool, stats: WindowStats) -> RateDec
 
 
 class MemoryRateLimiter(RateLimiter):
-    """``RateLimiter`` for one process, on ``limits``' in-memory storage."""
+    """``RateLimiter`` for one process, on ``limits``' in-memory storage.
+
+    Hits go to the storage's sliding-window entry directly, with each bucket's
+    storage key made once: the strategy would build the key again on every
+    call (about 1 µs, twice a request).
+    """
+
+    #: Bucket keys kept; past this the cache starts over (buckets by client IP are unbounded).
+    MAX_CACHED_KEYS: Final = 100_000
 
     def __init__(self, *, namespace: str = NAMESPACE) -> None:
-        self._limiter = SlidingWindowCounterRateLimiter(_SweepingMemoryStorage())
+        self._storage = _SweepingMemoryStorage()
+        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
         self._item = _Items(namespace)
+        self._keys: dict[tuple[str, float, int], str] = {}
+
+    def _acquire(self, item: RateLimitItem, bucket: str, rate: float, burst: int) -> bool:
+        key = self._keys.get((bucket, rate, burst))
+        if key is None:
+            if len(self._keys) >= self.MAX_CACHED_KEYS:
+                self._keys.clear()
+            key = self._keys[(bucket, rate, burst)] = item.key_for(bucket)
+        return self._storage.acquire_sliding_window_entry(key, item.amount, item.get_expiry())
 
     async def hit(self, bucket: str, *, rate: float, burst: int) -> RateDecision:
         item = self._item(rate, burst)
-        allowed = self._limiter.hit(item, bucket)
+        allowed = self._acquire(item, bucket, rate, burst)
         return _decision(item, allowed, self._limiter.get_window_stats(item, bucket))
 
     async def consume(self, bucket: str, *, rate: float, burst: int) -> bool:
-        return bool(self._limiter.hit(self._item(rate, burst), bucket))
+        return self._acquire(self._item(rate, burst), bucket, rate, burst)
 
     async def peek(self, bucket: str, *, rate: float, burst: int) -> RateDecision:
         item = self._item(rate, burst)
