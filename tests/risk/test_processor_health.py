@@ -168,6 +168,12 @@ def test_signals_are_per_tenant_and_per_merchant() -> None:
     assert snapshot[0].to_dict()["band"] == "low"
 
 
+def _buckets(monitor: ProcessorHealthMonitor, processor: str) -> Any:
+    """A processor's buckets, after a read has counted every event noted so far."""
+    assert len(monitor)
+    return monitor._series[(TENANT, processor, None)].buckets
+
+
 def test_memory_is_bounded_and_old_buckets_expire() -> None:
     config = HealthConfig(max_series=10, max_geos_per_bucket=3)
     monitor = ProcessorHealthMonitor(config)
@@ -176,17 +182,17 @@ def test_memory_is_bounded_and_old_buckets_expire() -> None:
     assert len(monitor) == 10
     for n in range(10):
         monitor.observe(TENANT, event("p199", merchant=None, geo=f"G{n}"), T0 + 200)
-    buckets = monitor._series[(TENANT, "p199", None)].buckets
+    buckets = _buckets(monitor, "p199")
     # G199 (same bucket), G0 and G1 fill the three places; the other 8 share one.
     assert len(buckets[-1].geos) == 4
     assert buckets[-1].geos["other"] == 8
     # Far later, the old buckets are gone.
     monitor.observe(TENANT, event("p199", merchant=None), T0 + 100_000)
-    assert len(monitor._series[(TENANT, "p199", None)].buckets) == 1
+    assert len(_buckets(monitor, "p199")) == 1
     # A late event whose bucket expired is dropped; one within the horizon is kept.
     monitor.observe(TENANT, event("p199", merchant=None), T0 + 100)
     monitor.observe(TENANT, event("p199", merchant=None), T0 + 99_000)
-    assert [b.events for b in monitor._series[(TENANT, "p199", None)].buckets] == [1, 1]
+    assert [b.events for b in _buckets(monitor, "p199")] == [1, 1]
 
 
 def test_band_is_cached_for_the_refresh_interval() -> None:
@@ -222,6 +228,7 @@ def test_a_batch_counts_as_its_events_one_by_one() -> None:
         batch.append(event("other", geo=f"g{second % 13}"))
         for one in batch:
             one_by_one.observe(TENANT, one, now + second)
+            assert len(one_by_one)  # a read: each event is counted before the next
         batched.observe_all(TENANT, batch, now + second)
 
     later = now + 120
@@ -273,6 +280,7 @@ def test_any_batch_counts_as_its_events_one_by_one(
         events = [event(**kind) for kind in fields]
         for one in events:
             one_by_one.observe(TENANT, one, now)
+            assert len(one_by_one)  # a read: each event is counted before the next
         batched.observe_all(TENANT, events, now)
     later = T0 + len(batches) * seconds_apart
     assert batched.snapshot(TENANT, later) == one_by_one.snapshot(TENANT, later)
@@ -298,3 +306,16 @@ def test_a_processors_full_geo_slots_leave_its_merchants_own_slots_free() -> Non
     # m_1 had room for both: US, JP is 1 bit against DE's 0.
     assert m_1.merchant_id_hash == "m_1"
     assert m_1.signals["geo_entropy_shift"] == pytest.approx(1.0)
+
+
+def test_events_noted_without_a_read_are_counted_once_enough_are_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ProcessorHealthMonitor, "MAX_PENDING", 50)
+    monitor = ProcessorHealthMonitor(HealthConfig(min_events=1))
+    for n in range(120):
+        monitor.observe(TENANT, event("acme", geo=f"G{n % 7}"), T0 + n / 10)
+        # Memory stays bounded however long nothing reads the signals.
+        assert len(monitor._pending) < 50
+    (processor, merchant) = monitor.snapshot(TENANT, T0 + 12)
+    assert processor.events == merchant.events == 120

@@ -49,7 +49,8 @@ event is placed at ``now`` (ingest time), not at the producer's timestamp.
 Memory is bounded: at most ``max_series`` series (least recently updated
 dropped first), each with at most (window + baseline) / bucket + 1 buckets,
 each with at most ``max_geos_per_bucket`` distinct geos (the rest counted
-together as ``other``).
+together as ``other``), and at most ``MAX_PENDING`` events noted on the request
+path but not yet counted (they are counted before any read of the signals).
 """
 
 from __future__ import annotations
@@ -242,14 +243,20 @@ def _clamp(value: float) -> float:
 class ProcessorHealthMonitor:
     """Rolling processor-health signals, in memory, with time passed in."""
 
+    #: Events noted but not yet counted; past this many they are counted at once.
+    MAX_PENDING: Final = 10_000
+
     def __init__(self, config: HealthConfig | None = None) -> None:
         self.config = config or HealthConfig()
         self._series: OrderedDict[tuple[str, str, str | None], _Series] = OrderedDict()
         span = self.config.window_seconds + self.config.baseline_seconds
         self._kept_buckets = span // self.config.bucket_seconds + 1
         self._window_buckets = self.config.window_seconds // self.config.bucket_seconds
+        #: (tenant, bucket index, signal fields) of each event observed since the last count.
+        self._pending: list[tuple[str, int, tuple[Any, ...]]] = []
 
     def __len__(self) -> int:
+        self._count_pending()
         return len(self._series)
 
     def observe(self, tenant: str, event: PaymentEvent, now: float) -> None:
@@ -259,30 +266,37 @@ class ProcessorHealthMonitor:
     def observe_all(self, tenant: str, events: Sequence[PaymentEvent], now: float) -> None:
         """Count a request's events, as if one by one.
 
-        Events with the same signal fields are counted together: a batch usually
-        repeats a few combinations, and each combination's labels are read, and
-        its buckets found, once. Combinations are applied in the order each first
-        appears, so the first geos of a bucket take its slots in event order.
+        On the request path an event is only noted, with its time bucket; the
+        notes are counted before anything reads the counts (or once
+        ``MAX_PENDING`` are waiting). Counting them together is what makes it
+        cheap: the events since the last read usually repeat a few combinations
+        of signal fields, and each combination's labels are read, and its
+        buckets found, once.
         """
         index = int(now // self.config.bucket_seconds)
-        found: dict[tuple[str, str, str | None], _Bucket | None] = {}
-        # One event (every single-event request) needs no counting.
-        signals = (
-            Counter(map(_SIGNAL_FIELDS, events))
-            if len(events) > 1
-            else {_SIGNAL_FIELDS(event): 1 for event in events}
-        )
-        for signal, count in signals.items():
+        self._pending.extend([(tenant, index, signal) for signal in map(_SIGNAL_FIELDS, events)])
+        if len(self._pending) >= self.MAX_PENDING:
+            self._count_pending()
+
+    def _count_pending(self) -> None:
+        """Count the noted events. Equal notes are counted together, in the order
+        each first appears, so the first geos of a bucket take its slots in event order."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        found: dict[tuple[str, str, str | None, int], _Bucket | None] = {}
+        for (tenant, index, signal), count in Counter(pending).items():
             processor, merchant, category, event_type, retry_result, origin, retry, geo = signal
             failed, timeout, auth = _outcome(category, event_type, retry_result, origin)
             keys: list[tuple[str, str, str | None]] = [(tenant, processor, None)]
             if merchant is not None:
                 keys.append((tenant, processor, merchant))
             for key in keys:
-                if key in found:
-                    bucket = found[key]
+                at = (*key, index)
+                if at in found:
+                    bucket = found[at]
                 else:
-                    bucket = found[key] = self._bucket(key, index)
+                    bucket = found[at] = self._bucket(key, index)
                 if bucket is None:
                     continue
                 bucket.events += count
@@ -398,6 +412,7 @@ class ProcessorHealthMonitor:
 
     def signal(self, tenant: str, processor: str, now: float) -> ProcessorSignal | None:
         """The processor-wide signal, recomputed at most every ``refresh_seconds``."""
+        self._count_pending()
         key = (tenant, processor, None)
         series = self._series.get(key)
         if series is None:
@@ -414,6 +429,7 @@ class ProcessorHealthMonitor:
 
     def snapshot(self, tenant: str, now: float) -> list[ProcessorSignal]:
         """Every signal of ``tenant``: processors first, then their merchants."""
+        self._count_pending()
         keys = sorted(
             (key for key in self._series if key[0] == tenant),
             key=lambda k: (k[1], k[2] is not None, k[2] or ""),
@@ -422,6 +438,7 @@ class ProcessorHealthMonitor:
 
     def band_changes(self, now: float) -> list[BandChange]:
         """Bands that moved since the last call, across tenants; each is reported once."""
+        self._count_pending()
         changes = []
         for key, series in self._series.items():
             current = self._compute(key, series, now)
