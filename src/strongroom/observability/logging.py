@@ -110,30 +110,27 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+#: The last second whose date and time of day were formatted, and that text.
+_stamp_prefix: tuple[int, str] = (-1, "")
+
+
 def add_timestamp(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: ``timestamp`` in UTC, ISO 8601 with microseconds and ``Z``.
 
     The date and time of day are formatted once a second; every line then only
-    adds its microseconds.
+    adds its microseconds. (A thread that loses a race formats a second again.)
     """
+    global _stamp_prefix
     now = time.time()
     second = int(now)
     cached_second, prefix = _stamp_prefix
     if second != cached_second:
         prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _remember_prefix(second, prefix)
+        _stamp_prefix = (second, prefix)
     event_dict["timestamp"] = f"{prefix}.{int((now - second) * 1_000_000):06d}Z"
     return event_dict
-
-
-_stamp_prefix: tuple[int, str] = (-1, "")
-
-
-def _remember_prefix(second: int, prefix: str) -> None:
-    global _stamp_prefix
-    _stamp_prefix = (second, prefix)
 
 
 def _dumps(value: Any, **_: Any) -> bytes:
