@@ -236,6 +236,11 @@ def test_a_batch_counts_as_its_events_one_by_one() -> None:
     assert batched.band(TENANT, "acme", later) is not Band.LOW
 
 
+#: Two geo slots a bucket, so which geos take them depends on the order events
+#: arrive; short windows, so that a few batches make both a window and its baseline.
+SMALL = HealthConfig(
+    window_seconds=60, baseline_seconds=120, bucket_seconds=30, max_geos_per_bucket=2, min_events=1
+)
 _LABELS = st.sampled_from(["payment_failed", "payment_succeeded", "auth_error", "gateway_timeout"])
 
 
@@ -265,16 +270,7 @@ _LABELS = st.sampled_from(["payment_failed", "payment_succeeded", "auth_error", 
 def test_any_batch_counts_as_its_events_one_by_one(
     batches: list[list[dict[str, Any]]], seconds_apart: int
 ) -> None:
-    # Two geo slots a bucket: which geos take them depends on the order events arrive.
-    # Short windows, so that a few batches make both a window and its baseline.
-    config = HealthConfig(
-        window_seconds=60,
-        baseline_seconds=120,
-        bucket_seconds=30,
-        max_geos_per_bucket=2,
-        min_events=1,
-    )
-    one_by_one, batched = ProcessorHealthMonitor(config), ProcessorHealthMonitor(config)
+    one_by_one, batched = ProcessorHealthMonitor(SMALL), ProcessorHealthMonitor(SMALL)
     for number, fields in enumerate(batches):
         now = T0 + number * seconds_apart
         events = [event(**kind) for kind in fields]
@@ -287,14 +283,7 @@ def test_any_batch_counts_as_its_events_one_by_one(
 
 
 def test_a_processors_full_geo_slots_leave_its_merchants_own_slots_free() -> None:
-    config = HealthConfig(
-        window_seconds=60,
-        baseline_seconds=120,
-        bucket_seconds=30,
-        max_geos_per_bucket=2,
-        min_events=1,
-    )
-    monitor = ProcessorHealthMonitor(config)
+    monitor = ProcessorHealthMonitor(SMALL)
     monitor.observe_all(TENANT, [event("acme", merchant="m_1", geo="DE")], T0)
     window = [("m_2", "FR"), ("m_2", "ES"), ("m_1", "US"), ("m_1", "JP")]
     monitor.observe_all(TENANT, [event("acme", merchant=m, geo=g) for m, g in window], T0 + 90)
