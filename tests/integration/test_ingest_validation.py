@@ -101,6 +101,12 @@ INVALID_FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ("metadata-nested-value", {"metadata": {"attempt": {"n": "3"}}}, "metadata.attempt"),
     ("metadata-not-object", {"metadata": ["a", "b"]}, "metadata"),
     ("unknown-field", {"surprise": "x"}, "surprise"),
+    # Labels, hashes and metadata keys hold no control characters; values no NUL.
+    ("event_type-newline", {"event_type": "payment\nfailed"}, "event_type"),
+    ("failure_category-delete", {"failure_category": "declined\x7f"}, "failure_category"),
+    ("merchant_id_hash-nul", {"merchant_id_hash": "m_\x00"}, "merchant_id_hash"),
+    ("metadata-tab-in-key", {"metadata": {"a\tb": "v"}}, "metadata.<key>"),
+    ("metadata-nul-in-value", {"metadata": {"note": "a\x00b"}}, "metadata.note"),
 ]
 
 # Values at the exact edge of each bound, which must all be accepted.
@@ -119,6 +125,8 @@ VALID_EDGES: list[tuple[str, dict[str, Any]]] = [
     ("metadata-64-char-key", {"metadata": {"k" * 64: "v"}}),
     ("metadata-256-char-value", {"metadata": {"note": "v" * 256}}),
     ("metadata-empty", {"metadata": {}}),
+    ("metadata-value-newline", {"metadata": {"note": "line one\nline two"}}),
+    ("labels-non-ascii", {"event_type": "paiement.échoué", "channel": "カード"}),
     ("optional-fields-absent", dict.fromkeys([*LABEL_FIELDS[1:], *HASH_FIELDS], ...)),
     ("optional-fields-null", dict.fromkeys([*LABEL_FIELDS[1:], *HASH_FIELDS])),
 ]
