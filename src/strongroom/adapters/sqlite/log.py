@@ -63,8 +63,8 @@ def _append_all(
         if topic not in offsets:
             offsets[topic] = _next_offset(connection, topic)
             index.catch_up(connection, topic, offsets[topic])
-        for record in records:
-            wanted.setdefault((record.tenant, topic), []).append(record.record_id)
+        for tenant, record_id, _, _ in records:
+            wanted.setdefault((tenant, topic), []).append(record_id)
     existing: set[tuple[str, str, str]] = set()
     for (tenant, topic), ids in wanted.items():
         existing.update(
@@ -76,19 +76,20 @@ def _append_all(
     for topic, records, now in requests:
         accepted: list[str] = []
         duplicates: list[str] = []
-        for record in records:
-            identity = (record.tenant, topic, record.record_id)
+        topic_added = added.setdefault(topic, [])
+        offset = offsets[topic]
+        # Unpacked once, not read field by field: this loop runs once per event.
+        for tenant, record_id, key, payload in records:
+            identity = (tenant, topic, record_id)
             if identity in existing:
-                duplicates.append(record.record_id)
+                duplicates.append(record_id)
                 continue
             existing.add(identity)
-            accepted.append(record.record_id)
-            offset = offsets[topic]
-            rows_to_insert.append(
-                (topic, offset, record.tenant, record.record_id, record.key, now, record.payload)
-            )
-            added.setdefault(topic, []).append((record.tenant, record.record_id, offset))
-            offsets[topic] = offset + 1
+            accepted.append(record_id)
+            rows_to_insert.append((topic, offset, tenant, record_id, key, now, payload))
+            topic_added.append((tenant, record_id, offset))
+            offset += 1
+        offsets[topic] = offset
         results.append(AppendResult(tuple(accepted), tuple(duplicates)))
     connection.executemany(
         f"INSERT INTO stream_records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -100,7 +101,8 @@ def _append_all(
         list(offsets.items()),
     )
     for topic, topic_rows in added.items():
-        index.added(topic, topic_rows, offsets[topic])
+        if topic_rows:
+            index.added(topic, topic_rows, offsets[topic])
     return results
 
 

@@ -350,7 +350,8 @@ class RecordIndex:
         these the index holds every record below ``next_offset``.
         """
         self._entries.put(
-            (encode_key(tenant, topic, record_id), offset) for tenant, record_id, offset in rows
+            (key_prefix(tenant, topic) + record_id.encode(), offset)
+            for tenant, record_id, offset in rows
         )
         self._current[topic] = next_offset
 
