@@ -103,6 +103,21 @@ async def test_concurrent_appends_get_distinct_increasing_offsets(store: Store) 
     assert all(by_id[f"{n}-1"] == by_id[f"{n}-0"] + 1 for n in range(40))
 
 
+@pytest.mark.parametrize("size", [70, 71, 72, 143, 300])
+async def test_a_large_append_keeps_every_record_in_order(store: Store, size: int) -> None:
+    """Sizes around the rows one insert statement carries on the embedded log (71)."""
+    ids = [f"r{n:03d}" for n in range(size)]
+    wanted = records("t1", *ids)
+    result = await store.log.append(TOPIC, [*wanted, *records("t1", "r000")])
+    assert result.accepted == tuple(ids)
+    assert result.duplicates == ("r000",)
+    stored = await store.log.read(TOPIC, tenant="t1", after=None, limit=1000)
+    assert [(r.offset, r.record_id, r.key, r.payload) for r in stored] == [
+        (n, record.record_id, record.key, record.payload) for n, record in enumerate(wanted)
+    ]
+    assert await store.log.length(TOPIC) == size
+
+
 async def test_a_record_id_is_stored_once_per_tenant_and_topic(store: Store) -> None:
     first = await store.log.append(TOPIC, records("t1", "a", "b", "a"))
     assert (first.accepted, first.duplicates) == (("a", "b"), ("a",))

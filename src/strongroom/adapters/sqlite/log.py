@@ -8,6 +8,7 @@ dedup mark is set before the stream write fails).
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
@@ -30,7 +31,25 @@ from strongroom.ports import (
     SystemClock,
 )
 
-_RECORD_COLUMNS = 'topic, "offset", tenant, record_id, key, appended_at, payload'
+_COLUMNS = ("topic", '"offset"', "tenant", "record_id", "key", "appended_at", "payload")
+_RECORD_COLUMNS = ", ".join(_COLUMNS)
+_ROW_PLACEHOLDERS = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+#: Rows one INSERT carries: as many as fit the bound on host parameters.
+_ROWS_PER_INSERT = SQL_VARIABLES_PER_QUERY // len(_COLUMNS)
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_sql(rows: int) -> str:
+    values = ", ".join([_ROW_PLACEHOLDERS] * rows)
+    return f"INSERT INTO stream_records ({_RECORD_COLUMNS}) VALUES {values}"
+
+
+def _insert_records(connection: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert rows many to a statement. Statements of 71 rows cost about a fifth
+    less CPU per row than ``executemany``, which runs the statement once a row."""
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        connection.execute(_insert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
 
 
 def _next_offset(connection: sqlite3.Connection, topic: str) -> int:
@@ -91,10 +110,7 @@ def _append_all(
             offset += 1
         offsets[topic] = offset
         results.append(AppendResult(tuple(accepted), tuple(duplicates)))
-    connection.executemany(
-        f"INSERT INTO stream_records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        rows_to_insert,
-    )
+    _insert_records(connection, rows_to_insert)
     connection.executemany(
         "INSERT INTO stream_offsets (topic, next_offset) VALUES (?, ?) "
         "ON CONFLICT (topic) DO UPDATE SET next_offset = excluded.next_offset",
