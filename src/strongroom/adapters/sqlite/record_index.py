@@ -350,8 +350,7 @@ class RecordIndex:
         these the index holds every record below ``next_offset``.
         """
         self._entries.put(
-            (key_prefix(tenant, topic) + record_id.encode(), offset)
-            for tenant, record_id, offset in rows
+            (encode_key(tenant, topic, record_id), offset) for tenant, record_id, offset in rows
         )
         self._current[topic] = next_offset
 
