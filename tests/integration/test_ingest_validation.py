@@ -13,6 +13,7 @@ What is checked, through the real app in process:
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -143,8 +144,18 @@ def build(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-async def post(client: httpx.AsyncClient, body: object, route: str = EVENTS) -> httpx.Response:
-    return await client.post(route, content=json.dumps(body), headers=JSON_HEADERS)
+async def post(
+    client: httpx.AsyncClient, body: object, route: str = EVENTS, *, escaped: bool = True
+) -> httpx.Response:
+    """POST ``body`` as JSON; ``escaped=False`` sends non-ASCII and DEL as raw UTF-8."""
+    return await client.post(
+        route, content=json.dumps(body, ensure_ascii=escaped), headers=JSON_HEADERS
+    )
+
+
+#: Both ways a client may spell text: escapes only, or raw UTF-8 (no backslash
+#: unless the text needs one), which bodies are validated differently for.
+SPELLINGS = {"escaped": True, "raw UTF-8": False}
 
 
 # -- acceptance ---------------------------------------------------------------------
@@ -198,10 +209,10 @@ async def test_batches_of_0_or_101_events_are_refused_and_nothing_is_stored(
 async def test_values_at_the_edge_of_each_bound_are_accepted(client: httpx.AsyncClient) -> None:
     failures = Failures()
     accepted = []
-    for case, overrides in VALID_EDGES:
-        with failures.case(case):
+    for (case, overrides), (spelling, escaped) in itertools.product(VALID_EDGES, SPELLINGS.items()):
+        with failures.case(f"{case}, {spelling}"):
             body = build(**overrides)
-            response = await post(client, body)
+            response = await post(client, body, escaped=escaped)
             assert response.status_code == 202, response.text
             accepted.append(body["event_id"])
     failures.check()
@@ -230,16 +241,18 @@ async def test_each_field_rule_refuses_the_event_alone_and_in_a_batch(
 ) -> None:
     """Every invalid value of ``field``: refused on both routes and at index 3 of a batch."""
     failures = Failures()
-    for case, overrides, path in RULES_BY_FIELD[field]:
+    for (case, overrides, path), (spelling, escaped) in itertools.product(
+        RULES_BY_FIELD[field], SPELLINGS.items()
+    ):
         for route in ROUTES:
-            with failures.case(f"{case} on {route}"):
-                response = await post(client, build(**overrides), route)
+            with failures.case(f"{case} on {route}, {spelling}"):
+                response = await post(client, build(**overrides), route, escaped=escaped)
                 body = assert_problem(response, 422, "validation_failed")
                 assert path in error_fields(body), body
-        with failures.case(f"{case} in a batch"):
+        with failures.case(f"{case} in a batch, {spelling}"):
             events = [card_free_event() for _ in range(5)]
             events[3] = build(**overrides)
-            response = await post(client, {"events": events})
+            response = await post(client, {"events": events}, escaped=escaped)
             body = assert_problem(response, 422, "validation_failed")
             assert f"events[3].{path}" in error_fields(body), body
     failures.check()

@@ -35,19 +35,39 @@ MAX_METADATA_VALUE_LENGTH: Final = 256
 # Labels and identifiers hold no control characters (PostgreSQL text refuses NUL,
 # and no log line or CSV export should be split by a caller's newline).
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+_NO_NUL = r"^[^\x00]*$"
+
+
+def _text(max_length: int, *, min_length: int = 1, pattern: str | None = _PRINTABLE) -> object:
+    return StringConstraints(min_length=min_length, max_length=max_length, pattern=pattern)
+
+
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_PRINTABLE)]
-Hash = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_PRINTABLE)]
+Label = Annotated[str, _text(64)]
+Hash = Annotated[str, _text(128)]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Signature = Annotated[str, _text(128)]
+CardNumber = Annotated[str, _text(32)]
+CardToken = Annotated[str, _text(64)]
 # Declared as constraints (not a validator) so the OpenAPI document states them too.
-MetadataKey = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_LENGTH, pattern=_PRINTABLE),
-]
-MetadataValue = Annotated[
-    str, StringConstraints(max_length=MAX_METADATA_VALUE_LENGTH, pattern=r"^[^\x00]*$")
-]
+MetadataKey = Annotated[str, _text(MAX_METADATA_KEY_LENGTH)]
+MetadataValue = Annotated[str, _text(MAX_METADATA_VALUE_LENGTH, min_length=0, pattern=_NO_NUL)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
+
+# The same strings without the control-character patterns, for bodies that
+# cannot hold a control character (see ``_plain_text``).
+_PlainLabel = Annotated[str, _text(64, pattern=None)]
+_PlainHash = Annotated[str, _text(128, pattern=None)]
+_PlainSignature = Annotated[str, _text(128, pattern=None)]
+_PlainCardNumber = Annotated[str, _text(32, pattern=None)]
+_PlainCardToken = Annotated[str, _text(64, pattern=None)]
+_PlainMetadata = Annotated[
+    dict[
+        Annotated[str, _text(MAX_METADATA_KEY_LENGTH, pattern=None)],
+        Annotated[str, _text(MAX_METADATA_VALUE_LENGTH, min_length=0, pattern=None)],
+    ],
+    Field(max_length=MAX_METADATA_KEYS),
+]
 
 
 class _Closed(BaseModel):
@@ -61,14 +81,10 @@ class EventCard(_Closed):
     and ``brand`` before anything is stored.
     """
 
-    number: (
-        Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=_PRINTABLE)] | None
-    ) = None
+    number: CardNumber | None = None
     exp_month: int | None = None
     exp_year: int | None = None
-    token: (
-        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_PRINTABLE)] | None
-    ) = None
+    token: CardToken | None = None
 
     @model_validator(mode="after")
     def _number_or_token(self) -> EventCard:
@@ -78,9 +94,6 @@ class EventCard(_Closed):
         elif self.number is None or self.exp_month is None or self.exp_year is None:
             raise ValueError("a card needs number, exp_month and exp_year, or a token")
         return self
-
-
-Signature = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_PRINTABLE)]
 
 
 class PaymentEvent(_Closed):
@@ -124,10 +137,41 @@ class EventBatch(_Closed):
     events: Annotated[list[PaymentEvent], Field(min_length=1, max_length=MAX_BATCH)]
 
 
+class _PlainEventCard(EventCard):
+    number: _PlainCardNumber | None = None
+    token: _PlainCardToken | None = None
+
+
+class _PlainPaymentEvent(PaymentEvent):
+    """``PaymentEvent`` without the control-character patterns; same fields, same rules
+    otherwise (a test holds the two schemas equal but for those patterns)."""
+
+    event_type: _PlainLabel
+    merchant_id_hash: _PlainHash | None = None
+    payment_intent_id_hash: _PlainHash | None = None
+    failure_category: _PlainLabel | None = None
+    geo_bucket: _PlainLabel | None = None
+    amount_bucket: _PlainLabel | None = None
+    system_source: _PlainLabel | None = None
+    payment_method_bucket: _PlainLabel | None = None
+    channel: _PlainLabel | None = None
+    retry_result: _PlainLabel | None = None
+    failure_origin: _PlainLabel | None = None
+    metadata: _PlainMetadata | None = None
+    card: _PlainEventCard | None = None
+    signature: _PlainSignature | None = None
+
+
+class _PlainEventBatch(_Closed):
+    events: Annotated[list[_PlainPaymentEvent], Field(min_length=1, max_length=MAX_BATCH)]
+
+
 _BATCH_OPENING: Final = re.compile(rb'\A\s*\{\s*"events"\s*:')
 
-BATCH: Final[TypeAdapter[EventBatch]] = TypeAdapter(EventBatch)
-SINGLE_EVENT: Final[TypeAdapter[PaymentEvent]] = TypeAdapter(PaymentEvent)
+_BATCH: Final[TypeAdapter[EventBatch]] = TypeAdapter(EventBatch)
+_SINGLE_EVENT: Final[TypeAdapter[PaymentEvent]] = TypeAdapter(PaymentEvent)
+_PLAIN_BATCH: Final[TypeAdapter[_PlainEventBatch]] = TypeAdapter(_PlainEventBatch)
+_PLAIN_SINGLE_EVENT: Final[TypeAdapter[_PlainPaymentEvent]] = TypeAdapter(_PlainPaymentEvent)
 
 
 def is_batch_body(body: bytes) -> bool:
@@ -138,3 +182,36 @@ def is_batch_body(body: bytes) -> bool:
     validation on pydantic's JSON fast path instead of parsing twice.
     """
     return _BATCH_OPENING.match(body) is not None
+
+
+def _plain_text(body: bytes) -> bool:
+    """True when no string of the JSON ``body`` can hold a control character.
+
+    One reaches a string only through an escape (a backslash) or as a raw DEL:
+    the JSON parser refuses raw U+0000-U+001F, and in UTF-8 the byte 0x7F is
+    only ever DEL. Such bodies skip the per-string patterns, which took about a
+    quarter of the time of validating a batch.
+    """
+    return b"\\" not in body and b"\x7f" not in body
+
+
+def validate_batch_json(body: bytes) -> list[PaymentEvent]:
+    """The events of a ``{"events": [...]}`` body.
+
+    Raises:
+        pydantic.ValidationError: naming each failing index and field.
+    """
+    if _plain_text(body):
+        return list(_PLAIN_BATCH.validate_json(body).events)
+    return _BATCH.validate_json(body).events
+
+
+def validate_event_json(body: bytes) -> PaymentEvent:
+    """The event of a one-event body.
+
+    Raises:
+        pydantic.ValidationError: naming each failing field.
+    """
+    if _plain_text(body):
+        return _PLAIN_SINGLE_EVENT.validate_json(body)
+    return _SINGLE_EVENT.validate_json(body)

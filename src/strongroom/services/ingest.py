@@ -13,7 +13,12 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from strongroom.domain.events import BATCH, SINGLE_EVENT, PaymentEvent, is_batch_body
+from strongroom.domain.events import (
+    PaymentEvent,
+    is_batch_body,
+    validate_batch_json,
+    validate_event_json,
+)
 from strongroom.domain.topics import RAW, TOKENIZED
 from strongroom.errors import FieldError, InvalidRequest, PayloadTooLarge
 from strongroom.ports import AppendResult, EventLog, NewRecord
@@ -96,10 +101,7 @@ class IngestService:
         screen(body, card_fields=CARD_FIELDS)
         batch = allow_batch and is_batch_body(body)
         try:
-            if batch:
-                events = BATCH.validate_json(body).events
-            else:
-                events = [SINGLE_EVENT.validate_json(body)]
+            events = validate_batch_json(body) if batch else [validate_event_json(body)]
         except ValidationError as exc:
             if exc.error_count() == 1 and exc.errors()[0]["type"] in _JSON_ERRORS:
                 raise InvalidRequest(
