@@ -20,6 +20,7 @@ from strongroom.domain import events
 from strongroom.domain.events import (
     EventBatch,
     PaymentEvent,
+    event_ids,
     validate_batch_json,
     validate_event_json,
 )
@@ -203,3 +204,34 @@ def test_validated_events_are_payment_events_that_serialise_alike() -> None:
     serialise = PaymentEvent.__pydantic_serializer__.to_json
     assert serialise(from_plain) == serialise(from_escaped)
     assert str(from_plain.event_id) == "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+@settings(max_examples=200)
+@given(
+    ids=st.lists(st.uuids(), min_size=1, max_size=5),
+    spelling=st.sampled_from(["canonical", "upper", "hex", "urn"]),
+)
+def test_event_ids_are_the_canonical_text_of_each_id_however_it_was_sent(
+    ids: list[Any], spelling: str
+) -> None:
+    spell = {
+        "canonical": str,
+        "upper": lambda value: str(value).upper(),
+        "hex": lambda value: value.hex,
+        "urn": lambda value: value.urn,
+    }[spelling]
+    body = json.dumps(
+        {
+            "events": [
+                {
+                    "event_id": spell(value),
+                    "event_type": "payment.failed",
+                    "event_timestamp": "2026-11-22T10:00:00Z",
+                    "processor": "stripe",
+                }
+                for value in ids
+            ]
+        }
+    ).encode()
+
+    assert event_ids(validate_batch_json(body)) == [str(value) for value in ids]

@@ -14,6 +14,7 @@ A request body is either one event or ``{"events": [...]}`` with 1 to 100 events
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Final
 from uuid import UUID
 
@@ -172,6 +173,19 @@ _BATCH: Final[TypeAdapter[EventBatch]] = TypeAdapter(EventBatch)
 _SINGLE_EVENT: Final[TypeAdapter[PaymentEvent]] = TypeAdapter(PaymentEvent)
 _PLAIN_BATCH: Final[TypeAdapter[_PlainEventBatch]] = TypeAdapter(_PlainEventBatch)
 _PLAIN_SINGLE_EVENT: Final[TypeAdapter[_PlainPaymentEvent]] = TypeAdapter(_PlainPaymentEvent)
+
+
+_EVENT_IDS: Final[TypeAdapter[list[UUID]]] = TypeAdapter(list[UUID])
+
+
+def event_ids(events: Sequence[PaymentEvent]) -> list[str]:
+    """Each event's id in canonical text, as ``str(UUID)`` writes it.
+
+    One call into pydantic-core for all of them: about a fifth of the time of
+    ``str`` on each, which is Python code.
+    """
+    ids: list[str] = _EVENT_IDS.dump_python([event.event_id for event in events], mode="json")
+    return ids
 
 
 def is_batch_body(body: bytes) -> bool:

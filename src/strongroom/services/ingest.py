@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from strongroom.domain.events import (
     PaymentEvent,
+    event_ids,
     is_batch_body,
     validate_batch_json,
     validate_event_json,
@@ -116,13 +117,8 @@ class IngestService:
 
     def to_records(self, tenant: str, events: list[PaymentEvent], batch: bool) -> list[NewRecord]:
         records = [
-            NewRecord(
-                tenant,
-                str(event.event_id),
-                event.partition_key,
-                _TO_JSON(event, exclude_none=True),
-            )
-            for event in events
+            NewRecord(tenant, event_id, event.partition_key, _TO_JSON(event, exclude_none=True))
+            for event, event_id in zip(events, event_ids(events), strict=True)
         ]
         self._check_sizes(records, batch)
         return records
