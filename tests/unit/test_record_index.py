@@ -21,6 +21,7 @@ import structlog.testing
 from alembic import command
 from rocksdict import Options, Rdict
 
+from strongroom.adapters.sqlite import chunks
 from strongroom.adapters.sqlite import database as database_module
 from strongroom.adapters.sqlite.database import SqliteDatabase, index_path
 from strongroom.adapters.sqlite.log import SqliteEventLog
@@ -92,7 +93,7 @@ async def gateway(db_path: Path) -> AsyncIterator[_Gateway]:
 def _stored_ids(path: Path) -> list[str]:
     connection = sqlite3.connect(path)
     try:
-        return [row[0] for row in connection.execute("SELECT record_id FROM stream_records")]
+        return [record_id for _, record_id, _ in chunks.topic_ids(connection, TOPIC, 0, 2**62)]
     finally:
         connection.close()
 
@@ -280,9 +281,10 @@ async def test_upgrading_an_existing_log_keeps_its_records_and_their_idempotency
         )
     connection.close()
     assert len(_indexes_of_records(old_schema_path)) == 2
-    migrate_sqlite(old_schema_path)
+    migrate_sqlite(old_schema_path, "0008")
     # The unique index is gone; the by-tenant one remains.
     assert _indexes_of_records(old_schema_path) == ["stream_records_by_tenant"]
+    migrate_sqlite(old_schema_path)
     gateway = _Gateway(old_schema_path)
     try:
         fresh = _ids(5)

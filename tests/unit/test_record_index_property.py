@@ -21,6 +21,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from strongroom.adapters.sqlite import chunks
 from strongroom.adapters.sqlite.database import SqliteDatabase, index_path
 from strongroom.adapters.sqlite.log import SqliteEventLog
 from strongroom.ports import NewRecord
@@ -51,10 +52,7 @@ _operation = st.one_of(
 def _stored(path: Path, tenant: str) -> list[str]:
     connection = sqlite3.connect(path)
     try:
-        rows = connection.execute(
-            "SELECT record_id FROM stream_records WHERE tenant = ? AND topic = ?", (tenant, TOPIC)
-        )
-        return [row[0] for row in rows]
+        return [record.record_id for record in chunks.read(connection, TOPIC, tenant, 0, None)]
     finally:
         connection.close()
 

@@ -26,6 +26,8 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# PostgreSQL only since migration 0009: the embedded log keeps its records in
+# runs (adapters.sqlite.chunks), in a table its migrations create.
 stream_records = Table(
     "stream_records",
     metadata,
@@ -37,8 +39,8 @@ stream_records = Table(
     Column("appended_at", Float, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     PrimaryKeyConstraint("topic", "offset"),
-    # PostgreSQL only since migration 0008: the embedded log keeps this index
-    # beside the database file instead (adapters.sqlite.record_index).
+    # The embedded log kept this index beside the database file instead from
+    # migration 0008 (adapters.sqlite.record_index).
     UniqueConstraint("tenant", "topic", "record_id", name="stream_records_idempotency"),
     Index("stream_records_by_tenant", "topic", "tenant", "offset"),
     sqlite_with_rowid=False,

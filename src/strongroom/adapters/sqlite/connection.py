@@ -20,10 +20,6 @@ BUSY_TIMEOUT_MS: Final = 10_000
 #: parameters (999 in builds before 3.32), with room for the other terms.
 SQL_VARIABLES_PER_QUERY: Final = 500
 _WAL_RETRY_SECONDS: Final = 0.01
-#: Prepared statements each connection keeps (Python's default is 128). The
-#: event log inserts up to 71 rows a statement, one statement text per row
-#: count, and the writer's other statements must stay prepared beside them.
-PREPARED_STATEMENTS: Final = 256
 
 
 def apply_pragmas(execute: Callable[[str], object]) -> None:
@@ -56,11 +52,7 @@ def apply_pragmas(execute: Callable[[str], object]) -> None:
 def connect(path: Path) -> sqlite3.Connection:
     """A ``sqlite3`` connection with the shared pragmas, usable from any thread."""
     connection = sqlite3.connect(
-        path,
-        isolation_level=None,
-        check_same_thread=False,
-        timeout=BUSY_TIMEOUT_MS / 1000,
-        cached_statements=PREPARED_STATEMENTS,
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
     )
     apply_pragmas(connection.execute)
     # Random event ids scatter index writes over many pages; a larger page cache

@@ -63,7 +63,7 @@ class SqliteDatabase:
         try:
             probe = connect(path)
             try:
-                probe.execute("SELECT 1 FROM stream_records LIMIT 1").fetchall()
+                probe.execute("SELECT 1 FROM stream_chunks LIMIT 1").fetchall()
             finally:
                 probe.close()
         except sqlite3.Error as exc:

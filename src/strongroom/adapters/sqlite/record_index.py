@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -45,7 +46,7 @@ from typing import Final, Protocol
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
-from strongroom.adapters.sqlite.connection import SQL_VARIABLES_PER_QUERY
+from strongroom.adapters.sqlite import chunks
 from strongroom.errors import StorageUnavailable
 
 #: Keys of marks start with this byte; record keys start with the tenant's length (≥ 1).
@@ -53,7 +54,7 @@ MARK_PREFIX: Final = b"\x00mark\x00"
 _OFFSET_BYTES: Final = 8
 _BLOCK_CACHE_MB: Final = 64
 #: Records read from the log and written to the index at a time while catching up.
-_CATCH_UP_CHUNK: Final = 10_000
+_CATCH_UP_BATCH: Final = 10_000
 
 
 def encode_key(tenant: str, topic: str, record_id: str) -> bytes:
@@ -269,18 +270,14 @@ class RecordIndex:
         start = self._current.get(topic, 0)
         if start >= next_offset:
             return 0
-        rows = connection.execute(
-            'SELECT tenant, record_id, "offset" FROM stream_records '
-            'WHERE topic = ? AND "offset" >= ? AND "offset" < ?',
-            (topic, start, next_offset),
-        )
+        found = chunks.topic_ids(connection, topic, start, next_offset)
         read = 0
-        while chunk := rows.fetchmany(_CATCH_UP_CHUNK):
+        while batch := list(itertools.islice(found, _CATCH_UP_BATCH)):
             self._entries.put(
                 (encode_key(tenant, topic, record_id), offset)
-                for tenant, record_id, offset in chunk
+                for tenant, record_id, offset in batch
             )
-            read += len(chunk)
+            read += len(batch)
         self._current[topic] = next_offset
         return read
 
@@ -325,17 +322,7 @@ class RecordIndex:
         ]
         if not candidates:
             return set()
-        confirmed: set[tuple[int, str]] = set()
-        offsets = sorted({offset for offset, _ in candidates})
-        for start in range(0, len(offsets), SQL_VARIABLES_PER_QUERY):
-            chunk = offsets[start : start + SQL_VARIABLES_PER_QUERY]
-            marks = ",".join("?" * len(chunk))
-            rows = connection.execute(
-                'SELECT "offset", record_id FROM stream_records WHERE topic = ? AND tenant = ? '
-                f'AND "offset" IN ({marks})',
-                (topic, tenant, *chunk),
-            )
-            confirmed.update(rows)
+        confirmed = chunks.ids_at(connection, topic, tenant, [offset for offset, _ in candidates])
         self._entries.delete(
             prefix + record_id.encode()
             for offset, record_id in candidates
