@@ -155,3 +155,37 @@ def test_downgrading_moves_every_record_back_to_a_row_each(tmp_path: Path) -> No
     assert [StoredRecord(*row) for row in rows] == before
     assert len(rows) == 151
     assert "stream_chunks" not in tables
+
+
+def test_concurrent_appends_of_one_tenant_share_chunks_and_keep_their_order(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "strongroom.db"
+    migrate_sqlite(path)
+
+    async def append_concurrently() -> list[set[str]]:
+        database = SqliteDatabase(path, max_queued_weight=10_000)
+        log = SqliteEventLog(database)
+        try:
+            results = await asyncio.gather(
+                *(log.append(TOPIC, [NewRecord("t1", f"s{n}", "k", b"p")]) for n in range(60)),
+                log.append(TOPIC, [NewRecord("t2", "other", "k", b"p")]),
+            )
+        finally:
+            await database.aclose()
+        return [set(result.accepted) for result in results]
+
+    accepted = asyncio.run(append_concurrently())
+
+    assert all(len(ids) == 1 for ids in accepted)
+    stored = _chunk_rows(path)
+    assert len(stored) < 30  # 61 requests, gathered into a few commits
+    assert [(first, last) for _, first, last, _, _ in stored] == [
+        (first, last) for _, first, last, _, _ in sorted(stored, key=lambda row: row[1])
+    ]
+    assert sum(last - first + 1 for _, first, last, _, _ in stored) == 61
+    t1 = asyncio.run(_read_all(path, TOPIC, "t1"))
+    # Offsets follow the order in which the appends were queued.
+    assert [record.record_id for record in t1] == [f"s{n}" for n in range(60)]
+    assert [record.offset for record in t1] == list(range(60))
+    assert [record.record_id for record in asyncio.run(_read_all(path, TOPIC, "t2"))] == ["other"]

@@ -3,7 +3,8 @@
 A batch of 100 events stored as 100 rows cost SQLite 100 B-tree inserts into
 the table and 100 into its by-tenant index, which was most of the writer's
 time and a sixth of the gateway's CPU per batch. A row of ``stream_chunks``
-holds the consecutive records of one append instead: one insert per request.
+holds consecutive records appended together instead: one insert per request
+or fewer.
 
 Rules every function here relies on and every writer keeps:
 
@@ -13,7 +14,8 @@ Rules every function here relies on and every writer keeps:
    raises ``first_offset``). Chunks of a topic never overlap.
 2. **One tenant, one time.** A chunk's records belong to one tenant and were
    appended at one time, so erasing a tenant deletes whole chunks and each
-   record's ``appended_at`` is its chunk's.
+   record's ``appended_at`` is its chunk's. Appends gathered into one commit
+   share its time, so concurrent requests of one tenant share chunks.
 3. **Bounded.** At most ``RECORDS_PER_CHUNK`` records, so reading one record
    decodes at most that many.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import sqlite3
 import struct
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 from strongroom.ports import StoredRecord
@@ -93,6 +96,30 @@ def record_ids(lengths: bytes, records: bytes) -> list[str]:
     return ids
 
 
+@dataclass(slots=True)
+class Run:
+    """Records of one tenant and time being gathered into a chunk from ``first``."""
+
+    topic: str
+    tenant: str
+    appended_at: float
+    first: int
+    records: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+    def takes(self, tenant: str, appended_at: float) -> bool:
+        """Whether the next record, of ``tenant`` at ``appended_at``, may join (rules 2, 3)."""
+        return (
+            tenant == self.tenant
+            and appended_at == self.appended_at
+            and len(self.records) < RECORDS_PER_CHUNK
+        )
+
+    def row(self) -> ChunkRow:
+        lengths, body = encode(self.records)
+        last = self.first + len(self.records) - 1
+        return (self.topic, self.first, last, self.tenant, self.appended_at, lengths, body)
+
+
 def rows(
     topic: str,
     tenant: str,
@@ -101,13 +128,12 @@ def rows(
     records: Sequence[tuple[str, str, bytes]],
 ) -> list[ChunkRow]:
     """The chunk rows of ``records`` stored from ``first_offset``."""
-    chunk_rows = []
-    for start in range(0, len(records), RECORDS_PER_CHUNK):
-        part = records[start : start + RECORDS_PER_CHUNK]
-        lengths, body = encode(part)
-        first = first_offset + start
-        chunk_rows.append((topic, first, first + len(part) - 1, tenant, appended_at, lengths, body))
-    return chunk_rows
+    return [
+        Run(
+            topic, tenant, appended_at, first_offset + at, [*records[at : at + RECORDS_PER_CHUNK]]
+        ).row()
+        for at in range(0, len(records), RECORDS_PER_CHUNK)
+    ]
 
 
 def _stored(

@@ -74,8 +74,9 @@ def _append_all(
     index: RecordIndex,
 ) -> list[AppendResult]:
     """Append several requests' records in order: one index lookup per tenant and
-    topic, one chunk per request. A record repeated in an earlier request of the
-    same call is a duplicate, exactly as if that request had committed first."""
+    topic, and records of one tenant and time in shared chunks. A record repeated
+    in an earlier request of the same call is a duplicate, exactly as if that
+    request had committed first."""
     wanted: dict[tuple[str, str], list[str]] = {}
     offsets: dict[str, int] = {}
     for topic, records, _ in requests:
@@ -92,13 +93,15 @@ def _append_all(
     chunk_rows: list[chunks.ChunkRow] = []
     added: dict[str, list[tuple[str, str, int]]] = {}
     results = []
+    # Per topic, the run still open: records of one tenant and time, at
+    # consecutive offsets, which the next request's records may continue.
+    open_runs: dict[str, chunks.Run] = {}
     for topic, records, now in requests:
         accepted: list[str] = []
         duplicates: list[str] = []
         topic_added = added.setdefault(topic, [])
         offset = offsets[topic]
-        # Consecutive records of one tenant share a chunk (a request has one tenant).
-        runs: list[tuple[str, list[tuple[str, str, bytes]]]] = []
+        run = open_runs.get(topic)
         # Unpacked once, not read field by field: this loop runs once per event.
         for tenant, record_id, key, payload in records:
             identity = (tenant, topic, record_id)
@@ -107,17 +110,16 @@ def _append_all(
                 continue
             existing.add(identity)
             accepted.append(record_id)
-            if not runs or runs[-1][0] != tenant:
-                runs.append((tenant, []))
-            runs[-1][1].append((record_id, key, payload))
-        for tenant, run in runs:
-            chunk_rows += chunks.rows(topic, tenant, offset, now, run)
-            topic_added += [
-                (tenant, record_id, at) for at, (record_id, _, _) in enumerate(run, offset)
-            ]
-            offset += len(run)
+            if run is None or not run.takes(tenant, now):
+                if run is not None:
+                    chunk_rows.append(run.row())
+                run = open_runs[topic] = chunks.Run(topic, tenant, now, offset)
+            run.records.append((record_id, key, payload))
+            topic_added.append((tenant, record_id, offset))
+            offset += 1
         offsets[topic] = offset
         results.append(AppendResult(tuple(accepted), tuple(duplicates)))
+    chunk_rows += [run.row() for run in open_runs.values()]
     connection.executemany(chunks.INSERT, chunk_rows)
     connection.executemany(
         "INSERT INTO stream_offsets (topic, next_offset) VALUES (?, ?) "
@@ -128,6 +130,21 @@ def _append_all(
         if topic_rows:
             index.added(topic, topic_rows, offsets[topic])
     return results
+
+
+def _append_now(
+    connection: sqlite3.Connection,
+    requests: list[tuple[str, Sequence[NewRecord]]],
+    *,
+    clock: Clock,
+    index: RecordIndex,
+) -> list[AppendResult]:
+    """``_append_all`` of requests gathered into one commit, appended at one time:
+    then a tenant's concurrent requests to a topic share chunks (chunks rule 2)."""
+    now = clock.now()
+    return _append_all(
+        connection, [(topic, records, now) for topic, records in requests], index=index
+    )
 
 
 def _dead_letter_rows(
@@ -205,7 +222,7 @@ class SqliteEventLog(EventLog):
         self._clock = clock or SystemClock()
         # One object for the writer to gather concurrent appends under (rule of
         # ``submit_combined``): a fresh partial per call would never combine.
-        self._append_combined = functools.partial(_append_all, index=self._index)
+        self._append_combined = functools.partial(_append_now, clock=self._clock, index=self._index)
 
     @property
     def queued_events(self) -> int:
@@ -217,7 +234,7 @@ class SqliteEventLog(EventLog):
         # Appends queued for the same commit are written by one call, so many
         # concurrent single-event requests cost one dedup query and one insert.
         result: AppendResult = await self._writer.submit_combined(
-            self._append_combined, (topic, records, self._clock.now()), weight=max(1, len(records))
+            self._append_combined, (topic, records), weight=max(1, len(records))
         )
         return result
 
