@@ -69,7 +69,7 @@ def _insert_old_rows(path: Path, rows: list[tuple[str, int, str, str, str, float
         )
         connection.executemany(
             "INSERT INTO stream_offsets (topic, next_offset) VALUES (?, ?)",
-            [(TOPIC, 1000), ("other", 3)],
+            [(TOPIC, 1000), ("other", 10_050)],
         )
     connection.close()
 
@@ -82,7 +82,8 @@ def _old_rows() -> list[tuple[str, int, str, str, str, float, bytes]]:
             continue  # erased
         tenant = "t2" if offset % 50 < 10 else "t1"
         rows.append((TOPIC, offset, tenant, f"id-{offset}", f"k{offset % 3}", offset // 120, b"{}"))
-    rows += [("other", n, "t1", f"o-{n}", "k", 9.0, bytes([n])) for n in range(3)]
+    # More than the migration moves at a time, so runs continue across its pages.
+    rows += [("other", n, "t1", f"o-{n}", "k", 9.0, b"%d" % n) for n in range(10_050)]
     return rows
 
 
@@ -100,7 +101,7 @@ def _chunk_rows(path: Path) -> list[tuple[str, int, int, str, float]]:
 async def _read_all(path: Path, topic: str, tenant: str) -> list[StoredRecord]:
     database = SqliteDatabase(path, max_queued_weight=10_000)
     try:
-        return await SqliteEventLog(database).read(topic, tenant=tenant, after=None, limit=10_000)
+        return await SqliteEventLog(database).read(topic, tenant=tenant, after=None, limit=100_000)
     finally:
         await database.aclose()
 
@@ -118,6 +119,9 @@ def test_upgrading_moves_every_record_into_chunks_of_one_tenant_and_time(tmp_pat
         assert asyncio.run(_read_all(path, topic, tenant)) == expected
     stored = _chunk_rows(path)
     assert sum(last - first + 1 for _, first, last, _, _ in stored) == len(old)
+    assert [(first, last) for topic, first, last, _, _ in stored if topic == "other"] == [
+        (first, min(first + 99, 10_049)) for first in range(0, 10_050, 100)
+    ]
     # Runs break at each change of tenant, of time and at the hole; nothing else.
     assert [(first, last) for topic, first, last, _, _ in stored if topic == TOPIC] == [
         (0, 9), (10, 39), (45, 49), (50, 59), (60, 99), (100, 109), (110, 119), (120, 149),
@@ -135,6 +139,9 @@ def test_downgrading_moves_every_record_back_to_a_row_each(tmp_path: Path) -> No
         try:
             await log.append(TOPIC, [NewRecord("t1", f"a{n}", "k", b"%d" % n) for n in range(150)])
             await log.append(TOPIC, [NewRecord("t2", "b", "k2", b"b")])
+            # One commit each: more runs than the downgrade moves at a time.
+            for n in range(120):
+                await log.append(TOPIC, [NewRecord("t2", f"c{n}", "k2", b"c")])
         finally:
             await database.aclose()
 
@@ -153,7 +160,7 @@ def test_downgrading_moves_every_record_back_to_a_row_each(tmp_path: Path) -> No
     finally:
         connection.close()
     assert [StoredRecord(*row) for row in rows] == before
-    assert len(rows) == 151
+    assert len(rows) == 271
     assert "stream_chunks" not in tables
 
 

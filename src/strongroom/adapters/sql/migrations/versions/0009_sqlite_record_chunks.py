@@ -46,18 +46,25 @@ _CHUNKS_TABLE = """CREATE TABLE stream_chunks (
     PRIMARY KEY (topic, last_offset)
 )"""
 _MOVED_AT_A_TIME = 10_000
+_CHUNKS_AT_A_TIME = 100
 _INSERT_CHUNK = text(
     "INSERT INTO stream_chunks VALUES "
     "(:topic, :first, :last, :tenant, :appended_at, :lengths, :records)"
 )
 _CHUNK_FIELDS = ("topic", "first", "last", "tenant", "appended_at", "lengths", "records")
+# One topic at a time, so that each page is a range of the primary key.
 _NEXT_RECORDS = text(
     'SELECT topic, "offset", tenant, record_id, key, appended_at, payload FROM stream_records '
-    'WHERE topic > :topic OR (topic = :topic AND "offset" > :offset) '
-    'ORDER BY topic, "offset" LIMIT :limit'
+    'WHERE topic = :topic AND "offset" > :offset ORDER BY "offset" LIMIT :limit'
 )
-#: The names of the values the downgrade builds for each row, in that order.
-_RECORD_FIELDS = ("topic", "offset", "tenant", "record_id", "key", "payload", "appended_at")
+_NEXT_CHUNKS = text(
+    "SELECT first_offset, last_offset, tenant, appended_at, lengths, records FROM stream_chunks "
+    "WHERE topic = :topic AND last_offset > :last ORDER BY last_offset LIMIT :limit"
+)
+_INSERT_RECORD = text(
+    'INSERT INTO stream_records (topic, "offset", tenant, record_id, key, appended_at, payload) '
+    "VALUES (:topic, :offset, :tenant, :record_id, :key, :appended_at, :payload)"
+)
 _Record = tuple[str, int, str, str, str, float, bytes]
 
 
@@ -67,20 +74,22 @@ def upgrade() -> None:
         return
     op.execute(_CHUNKS_TABLE)
     op.execute("CREATE INDEX stream_chunks_by_tenant ON stream_chunks (topic, tenant, last_offset)")
-    run: list[_Record] = []
-    after: tuple[str, int] = ("", -1)
-    while batch := bind.execute(
-        _NEXT_RECORDS, {"topic": after[0], "offset": after[1], "limit": _MOVED_AT_A_TIME}
-    ).all():
-        for row in batch:
-            record: _Record = tuple(row)
-            if run and not _continues(run[-1], record):
-                _store(bind, run)
-                run = []
-            run.append(record)
-        after = (batch[-1][0], batch[-1][1])
-    if run:
-        _store(bind, run)
+    topics = [row[0] for row in bind.execute(text("SELECT DISTINCT topic FROM stream_records"))]
+    for topic in topics:
+        run: list[_Record] = []
+        after = -1
+        while batch := bind.execute(
+            _NEXT_RECORDS, {"topic": topic, "offset": after, "limit": _MOVED_AT_A_TIME}
+        ).all():
+            for row in batch:
+                record: _Record = tuple(row)
+                if run and not _continues(run[-1], record):
+                    _store(bind, run)
+                    run = []
+                run.append(record)
+            after = batch[-1][1]
+        if run:
+            _store(bind, run)
     op.execute("DROP TABLE stream_records")
 
 
@@ -107,19 +116,34 @@ def downgrade() -> None:
         return
     op.execute(_RECORDS_TABLE)
     op.execute('CREATE INDEX stream_records_by_tenant ON stream_records (topic, tenant, "offset")')
-    chunk_rows = bind.execute(
-        text("SELECT topic, first_offset, tenant, appended_at, lengths, records FROM stream_chunks")
-    ).all()
-    for topic, first, tenant, appended_at, lengths, records in chunk_rows:
-        bind.execute(
-            text(
-                'INSERT INTO stream_records (topic, "offset", tenant, record_id, key, '
-                "appended_at, payload) VALUES "
-                "(:topic, :offset, :tenant, :record_id, :key, :appended_at, :payload)"
-            ),
-            [
-                dict(zip(_RECORD_FIELDS, (topic, at, tenant, *record, appended_at), strict=True))
-                for at, record in enumerate(chunks.decode(lengths, records), first)
-            ],
-        )
+    topics = [row[0] for row in bind.execute(text("SELECT DISTINCT topic FROM stream_chunks"))]
+    for topic in topics:
+        after = -1
+        while chunk_rows := bind.execute(
+            _NEXT_CHUNKS, {"topic": topic, "last": after, "limit": _CHUNKS_AT_A_TIME}
+        ).all():
+            for first, _last, tenant, appended_at, lengths, records in chunk_rows:
+                bind.execute(
+                    _INSERT_RECORD,
+                    [
+                        _record_values(topic, offset, tenant, record, appended_at)
+                        for offset, record in enumerate(chunks.decode(lengths, records), first)
+                    ],
+                )
+            after = chunk_rows[-1][1]
     op.execute("DROP TABLE stream_chunks")
+
+
+def _record_values(
+    topic: str, offset: int, tenant: str, record: tuple[str, str, bytes], appended_at: float
+) -> dict[str, object]:
+    record_id, key, payload = record
+    return {
+        "topic": topic,
+        "offset": offset,
+        "tenant": tenant,
+        "record_id": record_id,
+        "key": key,
+        "appended_at": appended_at,
+        "payload": payload,
+    }
