@@ -64,6 +64,7 @@ from benchmarks.run import (
     server,
     settled_metrics,
 )
+from strongroom.adapters.sqlite import chunks
 
 POSTGRES_SERVER: Final = os.environ.get(
     "STRONGROOM_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -87,7 +88,7 @@ SERVER_SETTINGS: Final = (
 )
 _STORED_QUERY: Final = (
     'SELECT count(*), count(DISTINCT record_id), min("offset"), max("offset") '
-    "FROM stream_records WHERE topic = {mark}"
+    "FROM stream_records WHERE topic = $1"
 )
 
 
@@ -162,7 +163,7 @@ def _stored_counts(row: Sequence[Any]) -> dict[str, Any]:
 async def _stored_postgres(url: str) -> dict[str, Any]:
     connection = await _connect(url)
     try:
-        row = await connection.fetchrow(_STORED_QUERY.format(mark="$1"), TOKENIZED_TOPIC)
+        row = await connection.fetchrow(_STORED_QUERY, TOKENIZED_TOPIC)
     finally:
         await connection.close()
     return _stored_counts(tuple(row))
@@ -170,8 +171,16 @@ async def _stored_postgres(url: str) -> dict[str, Any]:
 
 def _stored_sqlite(path: Path) -> dict[str, Any]:
     # Read-only, after the gateway has stopped: nothing is in flight any more.
+    # The embedded log keeps runs of records a row (adapters.sqlite.chunks).
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
-        row = connection.execute(_STORED_QUERY.format(mark="?"), (TOKENIZED_TOPIC,)).fetchone()
+        stored = list(chunks.topic_ids(connection, TOKENIZED_TOPIC, 0, 2**63 - 1))
+    offsets = [offset for _, _, offset in stored]
+    row = (
+        len(stored),
+        len({record_id for _, record_id, _ in stored}),
+        min(offsets, default=None),
+        max(offsets, default=None),
+    )
     return _stored_counts(row)
 
 
