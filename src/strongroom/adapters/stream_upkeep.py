@@ -1,8 +1,11 @@
 """Replay, consumer-group states and safe trimming for the logs kept in a database.
 
-The SQLite and PostgreSQL event logs hold the stream in the same tables, so
-these statements are written once, with ``:name`` parameters that both
-drivers accept, and each log runs them on its own connection.
+The SQLite and PostgreSQL event logs share their consumer-group tables, so the
+statements on those are written once, with ``:name`` parameters that both
+drivers accept, and each log runs them on its own connection. The statements
+on ``stream_records`` (a row per record) are PostgreSQL's: the embedded log
+keeps runs of records instead (``adapters.sqlite.chunks``) and reads them
+its own way.
 """
 
 from __future__ import annotations
@@ -43,14 +46,18 @@ DEAD_LETTER_ROWS: Final = (
     'WHERE r.topic = :topic AND r.tenant = :tenant ORDER BY r."offset"'
 )
 TRIM_TENANTS: Final = "SELECT DISTINCT tenant FROM stream_records WHERE topic = :topic"
-#: The newest record that falls outside the kept ones, and the two floors below
-#: which the tenant's consumer groups have settled everything.
+#: The two floors below which the tenant's consumer groups have settled
+#: everything: no group's next offset, no pending record.
+_SETTLED_FLOORS: Final = (
+    "(SELECT min(next_offset) FROM consumer_groups WHERE tenant = :tenant AND topic = :topic), "
+    '(SELECT min("offset") FROM consumer_pending WHERE tenant = :tenant AND topic = :topic)'
+)
+SETTLED_FLOORS: Final = "SELECT " + _SETTLED_FLOORS
+#: The newest record that falls outside the kept ones, and the settled floors.
 TRIM_FLOORS: Final = (
     "SELECT "
     '(SELECT "offset" FROM stream_records WHERE topic = :topic AND tenant = :tenant '
-    'ORDER BY "offset" DESC LIMIT 1 OFFSET :keep), '
-    "(SELECT min(next_offset) FROM consumer_groups WHERE tenant = :tenant AND topic = :topic), "
-    '(SELECT min("offset") FROM consumer_pending WHERE tenant = :tenant AND topic = :topic)'
+    'ORDER BY "offset" DESC LIMIT 1 OFFSET :keep), ' + _SETTLED_FLOORS
 )
 DROP_REPLAY_MARKS_BELOW: Final = (
     "DELETE FROM dead_letter_replays WHERE topic = :topic AND dead_letter_offset IN "

@@ -174,8 +174,7 @@ def _first_of_each(events: list[PaymentEvent], ids: Sequence[str]) -> list[Payme
         return events
     wanted = set(ids)
     chosen = []
-    for event in events:
-        event_id = str(event.event_id)
+    for event, event_id in zip(events, event_ids(events), strict=True):
         if event_id in wanted:
             wanted.discard(event_id)
             chosen.append(event)

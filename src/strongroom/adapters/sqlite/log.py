@@ -417,9 +417,7 @@ class SqliteEventLog(EventLog):
         self, topic: str, *, tenant: str, after: int | None, limit: int
     ) -> list[StoredRecord]:
         start = 0 if after is None else after + 1
-        return await self._database.read(
-            lambda c: chunks.read(c, topic, tenant, start, max(limit, 0))
-        )
+        return await self._database.read(lambda c: chunks.read(c, topic, tenant, start, limit))
 
     def _dead_letters_in(
         self,
@@ -483,13 +481,7 @@ class SqliteEventLog(EventLog):
             ).fetchall()
             for (tenant,) in tenants:
                 key = {"topic": topic, "tenant": tenant}
-                groups, pending = connection.execute(
-                    "SELECT (SELECT min(next_offset) FROM consumer_groups "
-                    "WHERE tenant = :tenant AND topic = :topic), "
-                    '(SELECT min("offset") FROM consumer_pending '
-                    "WHERE tenant = :tenant AND topic = :topic)",
-                    key,
-                ).fetchone()
+                groups, pending = connection.execute(upkeep.SETTLED_FLOORS, key).fetchone()
                 _, dead = upkeep.unreplayed_dead_letters(
                     _dead_letter_rows(connection, topic, tenant)
                 )
