@@ -1,14 +1,14 @@
 """Event ingest: screen, validate, then append durably and idempotently.
 
-Order matters: card data is screened before schema validation, so a refused
-request never reaches a code path that might echo part of it; validation
-errors name fields and never carry the input.
+Order matters: card data is refused before any validation error is made, so a
+refused request never reaches a code path that might echo part of it;
+validation errors name fields and never carry the input.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 from pydantic import ValidationError
@@ -24,7 +24,7 @@ from strongroom.domain.topics import RAW, TOKENIZED
 from strongroom.errors import FieldError, InvalidRequest, PayloadTooLarge
 from strongroom.ports import AppendResult, EventLog, NewRecord
 from strongroom.services.card_events import CardEvents
-from strongroom.services.screening import screen
+from strongroom.services.screening import screen_and_validate
 from strongroom.services.tenant_settings import TenantSettingsService
 
 #: Where events may carry a card number: only inside ``card``, which is tokenized.
@@ -99,10 +99,10 @@ class IngestService:
         Raises:
             CardDataRefused, InvalidRequest, PayloadTooLarge.
         """
-        screen(body, card_fields=CARD_FIELDS)
         batch = allow_batch and is_batch_body(body)
+        validate = validate_batch_json if batch else _validate_one
         try:
-            events = validate_batch_json(body) if batch else [validate_event_json(body)]
+            events = screen_and_validate(body, validate, metadata_keys, card_fields=CARD_FIELDS)
         except ValidationError as exc:
             if exc.error_count() == 1 and exc.errors()[0]["type"] in _JSON_ERRORS:
                 raise InvalidRequest(
@@ -164,6 +164,17 @@ class IngestService:
             [(TOKENIZED, protected.tokenized), (RAW, protected.raw)]
         )
         return tokenized
+
+
+def _validate_one(body: bytes) -> list[PaymentEvent]:
+    return [validate_event_json(body)]
+
+
+def metadata_keys(events: list[PaymentEvent]) -> Iterator[str]:
+    """The keys a valid event's sender chose: the schema is closed but for ``metadata``."""
+    for event in events:
+        if event.metadata:
+            yield from event.metadata
 
 
 def _first_of_each(events: list[PaymentEvent], ids: Sequence[str]) -> list[PaymentEvent]:

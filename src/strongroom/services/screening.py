@@ -6,25 +6,33 @@ Rules:
 2. A refusal names field paths only, never the digits.
 3. A body that is not JSON is screened as text, so a card number inside
    broken JSON is refused as a card number, not echoed by a parse error.
+4. A body that validation refuses is screened in full before the refusal is
+   made, so card data in it is refused as card data, whatever else is wrong.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable, Iterable
+from typing import Final, TypeVar
 from urllib.parse import unquote, unquote_plus
 
 import orjson
+from pydantic import ValidationError
 
 from strongroom.domain.cards import (
     Finding,
     contains_pan,
+    is_sensitive_auth_key,
     raw_body_is_clean,
     raw_digit_run_longer_than,
+    raw_digit_runs_are_clean,
     screen_document,
 )
 from strongroom.errors import CardDataRefused, FieldError, InvalidRequest
 
 MAX_DIGIT_RUN: Final = 256
+
+T = TypeVar("T")
 
 
 def screen(body: bytes, *, card_fields: frozenset[str] = frozenset()) -> None:
@@ -62,6 +70,44 @@ def screen(body: bytes, *, card_fields: frozenset[str] = frozenset()) -> None:
         raise InvalidRequest("The request nests too deeply.") from None
     if findings:
         raise _refusal(findings)
+
+
+def screen_and_validate(
+    body: bytes,
+    validate: Callable[[bytes], T],
+    open_keys: Callable[[T], Iterable[str]],
+    *,
+    card_fields: frozenset[str] = frozenset(),
+) -> T:
+    """``validate(body)``, refusing card data first exactly as ``screen`` would.
+
+    For a closed schema without floats: ``validate`` refuses unknown keys and
+    any number that is not an integer, and ``open_keys`` lists the keys of a
+    valid value that its sender chose (metadata keys, say). Once such a body
+    has passed validation, a sensitive key can only be one of ``open_keys``,
+    and no number can be a float whose digits were never written out, so for a
+    body whose written digits hold no card number the rest of the screen is a
+    look at ``open_keys``. That spares every valid body two scans of its bytes,
+    a third of the screen's time on a batch of 100 events.
+
+    Raises:
+        CardDataRefused: as ``screen``, before any validation error.
+        InvalidRequest: as ``screen``.
+        pydantic.ValidationError: the body is free of card data but invalid.
+    """
+    digits_clean = raw_digit_runs_are_clean(body)
+    if not digits_clean:
+        screen(body, card_fields=card_fields)
+    try:
+        value = validate(body)
+    except ValidationError:
+        if digits_clean:
+            screen(body, card_fields=card_fields)
+        raise
+    if digits_clean and any(is_sensitive_auth_key(key) for key in open_keys(value)):
+        # The full screen names the fields; it refuses this body.
+        screen(body, card_fields=card_fields)
+    return value
 
 
 def _refusal(findings: list[Finding]) -> CardDataRefused:
