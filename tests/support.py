@@ -75,6 +75,17 @@ def event(**overrides: Any) -> dict[str, Any]:
 _LONG_DIGIT_RUN: Final = re.compile(r"[0-9](?:[ -]?[0-9]){8}")
 
 
+def smallest_event(**fields: Any) -> dict[str, Any]:
+    """An event of only the required fields, always the same, plus ``fields``."""
+    return {
+        "event_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
+        "event_type": "payment.failed",
+        "event_timestamp": "2026-11-22T10:00:00Z",
+        "processor": "stripe",
+        **fields,
+    }
+
+
 def card_free_event(*, no_long_digit_runs: bool = False, **overrides: Any) -> dict[str, Any]:
     """``event()`` redrawn until no random identifier looks like a card number, then
     ``overrides`` applied (so they may hold card data on purpose).

@@ -24,6 +24,7 @@ from strongroom.domain.events import (
     validate_batch_json,
     validate_event_json,
 )
+from support import smallest_event
 
 CONTROL_PATTERNS = {r"^[^\x00-\x1f\x7f]*$", r"^[^\x00]*$"}
 
@@ -107,12 +108,7 @@ _FIELDS = [
 
 @st.composite
 def _event(draw: st.DrawFn) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
-        "event_type": "payment.failed",
-        "event_timestamp": "2026-11-22T10:00:00Z",
-        "processor": "stripe",
-    }
+    event = smallest_event()
     for field in draw(st.lists(st.sampled_from(_FIELDS), max_size=3, unique=True)):
         event[field] = draw(_VALUE)
     if draw(st.booleans()):

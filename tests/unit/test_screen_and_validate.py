@@ -20,6 +20,7 @@ from strongroom.domain.events import PaymentEvent, validate_batch_json, validate
 from strongroom.errors import CardDataRefused, InvalidRequest
 from strongroom.services.ingest import CARD_FIELDS, metadata_keys
 from strongroom.services.screening import screen, screen_and_validate
+from support import smallest_event
 
 VISA = "4111111111111111"
 #: Stands for a number in exponent form, which ``json.dumps`` never writes.
@@ -56,12 +57,7 @@ _FIELDS = ["event_type", "merchant_id_hash", "channel", "retry_count", "amount",
 
 @st.composite
 def _event(draw: st.DrawFn) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
-        "event_type": "payment.failed",
-        "event_timestamp": "2026-11-22T10:00:00Z",
-        "processor": "stripe",
-    }
+    event = smallest_event()
     for field in draw(st.lists(st.sampled_from(_FIELDS), max_size=2, unique=True)):
         event[field] = draw(_VALUE)
     if draw(st.booleans()):
@@ -138,14 +134,7 @@ def test_the_outcome_is_that_of_the_whole_screen_before_validation(
 def test_a_sensitive_metadata_key_is_refused_as_such_in_valid_and_invalid_events(
     metadata: dict[str, str], other: dict[str, Any], field: str
 ) -> None:
-    event = {
-        "event_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
-        "event_type": "payment.failed",
-        "event_timestamp": "2026-11-22T10:00:00Z",
-        "processor": "stripe",
-        "metadata": metadata,
-        **other,
-    }
+    event = smallest_event(metadata=metadata, **other)
     with pytest.raises(CardDataRefused) as refused:
         screen_and_validate(
             json.dumps(event).encode(), _one, metadata_keys, card_fields=CARD_FIELDS
