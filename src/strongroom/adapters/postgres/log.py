@@ -112,10 +112,9 @@ _SQL: Final[dict[str, TextClause]] = {
             "SELECT next_offset FROM consumer_groups WHERE tenant = :tenant AND topic = :topic "
             "ORDER BY group_name FOR UPDATE"
         ),
-        "create_group": (
-            "INSERT INTO consumer_groups (tenant, topic, group_name, next_offset, created_at) "
-            "VALUES (:tenant, :topic, :group, 0, :now) ON CONFLICT DO NOTHING"
-        ),
+        "create_group": upkeep.CREATE_GROUP,
+        "move_group": upkeep.MOVE_GROUP,
+        "drop_pending": upkeep.DROP_PENDING,
         "expired": (
             'SELECT p."offset" AS pending_offset, p.deliveries, r.topic, r."offset", r.tenant, '
             "r.record_id, r.key, r.appended_at, r.payload FROM consumer_pending p "
@@ -152,6 +151,34 @@ _SQL: Final[dict[str, TextClause]] = {
             "LEFT JOIN dead_letter_replays p ON p.topic = r.topic "
             'AND p.dead_letter_offset = r."offset" '
             'WHERE r.topic = :topic AND r.tenant = :tenant ORDER BY r."offset"'
+        ),
+        "offset_at": (
+            'SELECT min("offset") FROM stream_records '
+            "WHERE topic = :topic AND tenant = :tenant AND appended_at >= :at"
+        ),
+        "group_states": (
+            "SELECT g.topic, g.tenant, g.group_name, "
+            "(SELECT count(*) FROM stream_records r WHERE r.topic = g.topic "
+            'AND r.tenant = g.tenant AND r."offset" >= g.next_offset), '
+            "(SELECT count(*) FROM consumer_pending p WHERE p.tenant = g.tenant "
+            "AND p.topic = g.topic AND p.group_name = g.group_name) "
+            "FROM consumer_groups g ORDER BY g.topic, g.tenant, g.group_name"
+        ),
+        "trim_tenants": "SELECT DISTINCT tenant FROM stream_records WHERE topic = :topic",
+        # The newest record that falls outside the kept ones, and the settled floors.
+        "trim_floors": (
+            "SELECT "
+            '(SELECT "offset" FROM stream_records WHERE topic = :topic AND tenant = :tenant '
+            'ORDER BY "offset" DESC LIMIT 1 OFFSET :keep), ' + upkeep.SETTLED_FLOOR_COLUMNS
+        ),
+        "drop_replay_marks_below": (
+            "DELETE FROM dead_letter_replays WHERE topic = :topic AND dead_letter_offset IN "
+            '(SELECT "offset" FROM stream_records WHERE topic = :topic AND tenant = :tenant '
+            'AND "offset" < :below)'
+        ),
+        "drop_records_below": (
+            "DELETE FROM stream_records "
+            'WHERE topic = :topic AND tenant = :tenant AND "offset" < :below'
         ),
         "mark_replayed": (
             "INSERT INTO dead_letter_replays (topic, dead_letter_offset, replayed_at) "
@@ -493,7 +520,7 @@ class PostgresEventLog(EventLog):
         async with translate_errors(), self._engine.connect() as connection:
             first = (
                 await connection.execute(
-                    text(upkeep.OFFSET_AT), {"topic": topic, "tenant": tenant, "at": at}
+                    _SQL["offset_at"], {"topic": topic, "tenant": tenant, "at": at}
                 )
             ).scalar()
         return None if first is None else int(first)
@@ -505,8 +532,8 @@ class PostgresEventLog(EventLog):
         async def work(connection: AsyncConnection) -> None:
             # The group's row lock keeps a concurrent read from delivering past the move.
             await self._lock_group(connection, key, now)
-            await connection.execute(text(upkeep.MOVE_GROUP), {**key, "offset": offset})
-            await connection.execute(text(upkeep.DROP_PENDING), key)
+            await connection.execute(_SQL["move_group"], {**key, "offset": offset})
+            await connection.execute(_SQL["drop_pending"], key)
 
         await self.transaction(work)
 
@@ -515,11 +542,11 @@ class PostgresEventLog(EventLog):
         letters: dict[tuple[str, str], Counter[str]] = {}
         async with translate_errors(), self._engine.connect() as connection:
             for topic, tenant, group, lag, pending in await connection.execute(
-                text(upkeep.GROUP_STATES)
+                _SQL["group_states"]
             ):
                 if (tenant, topic) not in letters:
                     rows = await connection.execute(
-                        text(upkeep.DEAD_LETTER_ROWS),
+                        _SQL["dead_letters"],
                         {"topic": dead_letter_topic(topic), "tenant": tenant},
                     )
                     letters[(tenant, topic)] = upkeep.unreplayed_dead_letters(rows)[0]
@@ -530,28 +557,26 @@ class PostgresEventLog(EventLog):
     async def trim(self, topic: str, *, max_records: int) -> int:
         async def work(connection: AsyncConnection) -> int:
             trimmed = 0
-            tenants = await connection.execute(text(upkeep.TRIM_TENANTS), {"topic": topic})
+            tenants = await connection.execute(_SQL["trim_tenants"], {"topic": topic})
             for (tenant,) in tenants.all():
                 key = {"topic": topic, "tenant": tenant}
                 # Lock the tenant's groups: a read moving a group past the bound
                 # while we delete would lose what it was about to deliver.
                 await connection.execute(_SQL["lock_groups_of"], key)
                 newest, groups, pending = (
-                    await connection.execute(text(upkeep.TRIM_FLOORS), {**key, "keep": max_records})
+                    await connection.execute(_SQL["trim_floors"], {**key, "keep": max_records})
                 ).one()
                 rows = await connection.execute(
-                    text(upkeep.DEAD_LETTER_ROWS),
+                    _SQL["dead_letters"],
                     {"topic": dead_letter_topic(topic), "tenant": tenant},
                 )
                 _, dead = upkeep.unreplayed_dead_letters(rows)
                 below = upkeep.trim_bound(newest, groups, pending, dead)
                 if below is None:
                     continue
-                await connection.execute(
-                    text(upkeep.DROP_REPLAY_MARKS_BELOW), {**key, "below": below}
-                )
+                await connection.execute(_SQL["drop_replay_marks_below"], {**key, "below": below})
                 dropped = await connection.execute(
-                    text(upkeep.DROP_RECORDS_BELOW), {**key, "below": below}
+                    _SQL["drop_records_below"], {**key, "below": below}
                 )
                 trimmed += int(dropped.rowcount)
             return trimmed
