@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -191,6 +194,36 @@ async def test_entries_lost_from_the_index_are_found_again_in_the_log(db_path: P
     entries.delete(encode_key("t1", TOPIC, record_id) for record_id in ids[50:])
     entries.save_marks({TOPIC: 50})
     index.close()
+    await _all_duplicates(db_path, ids)
+
+
+async def test_ids_a_killed_gateway_held_in_memory_are_duplicates_after_it(
+    db_path: Path,
+) -> None:
+    """The index writes its entries in batches; a process that dies between
+    them loses the newest entries, never their records' idempotency."""
+    ids = _ids(50)
+    child = textwrap.dedent(
+        f"""
+        import asyncio, os, sys
+        from pathlib import Path
+        from strongroom.adapters.sqlite.database import SqliteDatabase
+        from strongroom.adapters.sqlite.log import SqliteEventLog
+        from strongroom.ports import NewRecord
+
+        async def main():
+            database = SqliteDatabase(Path(sys.argv[1]), max_queued_weight=1000)
+            log = SqliteEventLog(database)
+            for record_id in sys.argv[2:]:
+                await log.append({TOPIC!r}, [NewRecord("t1", record_id, "m1", b"{{}}")])
+            assert database.record_index._entries._pending, "nothing left unwritten"
+            os._exit(0)
+
+        asyncio.run(main())
+        """
+    )
+    subprocess.run([sys.executable, "-c", child, str(db_path), *ids], check=True, timeout=120)
+    assert sorted(_stored_ids(db_path)) == sorted(ids)
     await _all_duplicates(db_path, ids)
 
 

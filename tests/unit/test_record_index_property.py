@@ -3,7 +3,9 @@
 Hypothesis draws a sequence of operations on one SQLite log shared by two
 gateways (one holding the persistent index, one keeping it in memory):
 appends with repeated ids, appends whose transaction fails (alone, or beside
-an append in the same commit), erasures, trims, restarts and a deleted index.
+an append in the same commit), erasures, trims, restarts, crashes (the
+persistent index loses what it had not written yet) and a deleted index. The
+persistent index writes its entries every 1, 3 or 10,000 of them.
 Before each append the oracle reads which ids the log holds straight from the
 table; the append must accept exactly the others (first occurrence in the
 batch), and no id may ever be stored twice.
@@ -43,6 +45,7 @@ _operation = st.one_of(
     st.tuples(st.just("erase"), _gateway, _tenant),
     st.tuples(st.just("trim"), _gateway, st.integers(0, 6)),
     st.tuples(st.just("restart"), _gateway),
+    st.tuples(st.just("crash"), _gateway),
     st.tuples(
         st.just("delete_index"),
     ),
@@ -64,14 +67,28 @@ def _records(tenant: str, ids: list[str]) -> list[NewRecord]:
 class _Pair:
     """Two gateways on one file: the first opened holds the persistent index."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, write_behind: int) -> None:
         self.path = path
+        self.write_behind = write_behind
         self.databases: list[SqliteDatabase | None] = [None, None]
         for number in (0, 1):
             self.open(number)
 
     def open(self, number: int) -> None:
-        self.databases[number] = SqliteDatabase(self.path, max_queued_weight=10_000)
+        database = SqliteDatabase(self.path, max_queued_weight=10_000)
+        entries = database.record_index._entries
+        if entries.persistent:
+            entries.WRITE_BEHIND = self.write_behind  # type: ignore[attr-defined]
+        self.databases[number] = database
+
+    async def crash(self, number: int) -> None:
+        """Stop as a killed process would: what the index held in memory is gone."""
+        database = self.databases[number]
+        assert database is not None
+        entries = database.record_index._entries
+        if entries.persistent:
+            entries._pending.clear()  # type: ignore[attr-defined]
+        await self.close(number)
 
     def log(self, number: int) -> SqliteEventLog:
         database = self.databases[number]
@@ -99,8 +116,8 @@ async def _failed_append(pair: _Pair, number: int, tenant: str, ids: list[str]) 
         await database.writer.submit(append_then_fail)
 
 
-async def _run(path: Path, operations: list[tuple[Any, ...]]) -> None:
-    pair = _Pair(path)
+async def _run(path: Path, operations: list[tuple[Any, ...]], write_behind: int) -> None:
+    pair = _Pair(path, write_behind)
     try:
         for operation in operations:
             kind = operation[0]
@@ -138,6 +155,10 @@ async def _run(path: Path, operations: list[tuple[Any, ...]]) -> None:
                 (_, number) = operation
                 await pair.close(number)
                 pair.open(number)
+            elif kind == "crash":
+                (_, number) = operation
+                await pair.crash(number)
+                pair.open(number)
             else:
                 await pair.close(0)
                 await pair.close(1)
@@ -154,12 +175,15 @@ async def _run(path: Path, operations: list[tuple[Any, ...]]) -> None:
 
 @settings(
     deadline=None,
-    max_examples=30,
+    max_examples=60,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(operations=st.lists(_operation, min_size=1, max_size=25))
+@given(
+    operations=st.lists(_operation, min_size=1, max_size=25),
+    write_behind=st.sampled_from([1, 3, 10_000]),
+)
 def test_duplicate_answers_match_the_log_whatever_happens(
-    tmp_path: Path, operations: list[tuple[Any, ...]]
+    tmp_path: Path, operations: list[tuple[Any, ...]], write_behind: int
 ) -> None:
     template = tmp_path / "template.db"
     if not template.exists():
@@ -169,4 +193,4 @@ def test_duplicate_answers_match_the_log_whatever_happens(
     work.mkdir()
     path = work / "strongroom.db"
     shutil.copy(template, path)
-    asyncio.run(_run(path, operations))
+    asyncio.run(_run(path, operations, write_behind))
