@@ -605,10 +605,13 @@ def _cpu_cells(cpu: Mapping[str, Any] | None) -> str:
     if cpu is None:
         return "n/a | n/a | n/a"
     other = cpu.get("other_on_core_percent")
+    steal = cpu.get("core_steal_percent") or 0
     per_request = cpu["server_cpu_us_per_request"]
     return (
         f"{cpu['server_cpu_percent']:.0f}% | "
         + (f"{other:.0f}%" if other is not None else "n/a")
+        # Time the hypervisor gave to other machines: lost to the server all the same.
+        + (f" + {steal:.0f}% steal" if steal >= 1 else "")
         + " | "
         + (f"{per_request:,.0f}" if per_request is not None else "n/a")
     )
@@ -915,10 +918,18 @@ def single_to_bare_cpu_ratio(single: ScenarioResult, bare: ScenarioResult) -> fl
 
 
 CONTENDED_SHARE: Final = 20.0  # % of a server's core taken by other processes
+#: Steal above this on the server's core earns a scenario a note.
+STEAL_NOTE_SHARE: Final = 5.0
+
+
+def _lost_share(scenario: ScenarioResult) -> float:
+    """% of the server's core that other processes or the hypervisor (steal) took."""
+    cpu = scenario.cpu or {}
+    return float(cpu.get("other_on_core_percent") or 0) + float(cpu.get("core_steal_percent") or 0)
 
 
 def _contended(scenario: ScenarioResult) -> bool:
-    return bool((scenario.cpu or {}).get("other_on_core_percent", 0) > CONTENDED_SHARE)
+    return _lost_share(scenario) > CONTENDED_SHARE
 
 
 def _ratio_caveat(
@@ -936,10 +947,20 @@ def _ratio_caveat(
     if (ratio >= SINGLE_RATIO_TARGET) == (cpu_ratio >= SINGLE_RATIO_TARGET):
         return None
     return (
-        "unreliable: other processes took "
-        f"{(bare.cpu or {}).get('other_on_core_percent', 0):.0f}% of the bare server's core "
-        f"and {(single.cpu or {}).get('other_on_core_percent', 0):.0f}% of the gateway's; "
+        "unreliable: other processes and the hypervisor took "
+        f"{_lost_share(bare):.0f}% of the bare server's core "
+        f"and {_lost_share(single):.0f}% of the gateway's; "
         f"by CPU per request it is {cpu_ratio:.1%}"
+    )
+
+
+def _contention_caveat(scenario: ScenarioResult) -> str | None:
+    """For a failed absolute target: the share of its core the judged run lost."""
+    if not _contended(scenario):
+        return None
+    return (
+        f"unreliable: other processes and the hypervisor took {_lost_share(scenario):.0f}% "
+        f"of the server's core in {scenario.name}"
     )
 
 
@@ -962,6 +983,7 @@ def ingest_targets(
                 f"{_fmt(batch.events_per_s)} events/s (median of {len(rounds)} rounds)"
                 + (f" (durability FAIL: {', '.join(undurable)})" if undurable else ""),
                 batch.events_per_s >= BATCH_EVENTS_TARGET and not undurable,
+                _contention_caveat(batch),
             )
         )
     ratio = single_to_bare_ratio(single, bare)
@@ -984,6 +1006,7 @@ def ingest_targets(
             f"≤ {SINGLE_P99_TARGET_MS:g} ms",
             f"{p99:.2f} ms",
             p99 <= SINGLE_P99_TARGET_MS,
+            _contention_caveat(single),
         )
     )
     return checks
@@ -1053,7 +1076,10 @@ def render_ingest(report: GroupReport) -> str:
         "- Other work on the same machine lowers every figure; the load average before "
         "and after the run is recorded for that reason, and so is, per scenario, the "
         "server's CPU use during the measured run (from `/proc`): *Server CPU* is its "
-        "share of its core, *Other on its core* the share other processes took from it, and "
+        "share of its core, *Other on its core* the share other processes took from it "
+        "(with `+ N% steal` when the hypervisor gave part of the core to other machines; "
+        "a target judged on a run that lost more than a fifth of its core that way is "
+        "marked unreliable), and "
         "*CPU µs/req* its CPU time per request, which contention barely changes (wrk's "
         "own CPU use is in the JSON, to show the load generator was not the limit). The "
         "single-event ratio is also given by CPU per request (bare ÷ gateway) for that "
@@ -1128,6 +1154,11 @@ def ingest(runner: Runner) -> GroupReport:
                 "CPU-bound."
             )
         notes.extend(load_generator_note(scenario.name, cpu))
+        if (cpu.get("core_steal_percent") or 0) >= STEAL_NOTE_SHARE:
+            notes.append(
+                f"{scenario.name}: the hypervisor took {cpu['core_steal_percent']:.0f}% of the "
+                "server's core (steal time), so this run understates the server."
+            )
         if refused.get(429):
             notes.append(
                 f"{scenario.name}: a rate limiter refused requests; a limit this harness "
