@@ -212,11 +212,12 @@ class _RocksEntries:
         self._marks.update(marks)
 
     def close(self) -> None:
-        try:
+        # What cannot be written now is read back from the log at the next
+        # start: the marks that would vouch for it were not written either.
+        with contextlib.suppress(StorageUnavailable):
             if self._pending:
                 self._write_pending()
-        finally:
-            self._db.close()
+        self._db.close()
 
 
 class _MemoryEntries:
