@@ -46,8 +46,12 @@ def screen(body: bytes, *, card_fields: frozenset[str] = frozenset()) -> None:
         CardDataRefused: ``sensitive_authentication_data`` or ``pan_detected``,
             naming the field paths and never the digits.
     """
-    if raw_body_is_clean(body):
-        return
+    if not raw_body_is_clean(body):
+        _screen_parsed(body, card_fields)
+
+
+def _screen_parsed(body: bytes, card_fields: frozenset[str]) -> None:
+    """``screen`` without the raw pre-filter: for a body it did not call clean."""
     if raw_digit_run_longer_than(body, MAX_DIGIT_RUN):
         # No field accepts hundreds of digits, and scanning such a run window by
         # window is the costliest input there is; refuse it before the walk.
@@ -98,7 +102,8 @@ def screen_and_validate(
     """
     digits_clean = raw_digit_runs_are_clean(body)
     if not digits_clean:
-        screen(body, card_fields=card_fields)
+        # The pre-filter would fail on the same digits: go straight to the walk.
+        _screen_parsed(body, card_fields)
     try:
         value = validate(body)
     except ValidationError:
@@ -106,8 +111,8 @@ def screen_and_validate(
             screen(body, card_fields=card_fields)
         raise
     if digits_clean and any(is_sensitive_auth_key(key) for key in open_keys(value)):
-        # The full screen names the fields; it refuses this body.
-        screen(body, card_fields=card_fields)
+        # The walk names the fields; it refuses this body.
+        _screen_parsed(body, card_fields)
     return value
 
 

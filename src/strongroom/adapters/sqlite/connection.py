@@ -55,8 +55,9 @@ def connect(path: Path) -> sqlite3.Connection:
         path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
     )
     apply_pragmas(connection.execute)
-    # Random event ids scatter index writes over many pages; a larger page cache
-    # keeps them in memory between commits. (Rarer WAL checkpoints were tried:
-    # they saved little and made each checkpoint a long stall in the p99.)
+    # Chosen when a unique index on random event ids scattered each commit's
+    # writes over many pages (that index has since left SQLite, and records are
+    # stored in runs); not measured again since. (Rarer WAL checkpoints were
+    # tried: they saved little and made each checkpoint a long stall in the p99.)
     connection.execute("PRAGMA cache_size=-65536")
     return connection
