@@ -57,6 +57,7 @@ from benchmarks.run import (
     free_port,
     gateway_env,
     load_generator_note,
+    lost_share,
     machine_line,
     refusals,
     scenario_group,
@@ -461,10 +462,10 @@ def postgres_notes(scenarios: Sequence[ScenarioResult]) -> list[str]:
     for s in scenarios:
         notes.extend(refusals(s.name, s.measured)[1])
         cpu = s.cpu or {}
-        if cpu.get("other_on_core_percent", 0) > CONTENDED_SHARE:
+        if lost_share(cpu) > CONTENDED_SHARE:
             notes.append(
-                f"{s.name}: other processes took {cpu['other_on_core_percent']:.0f}% of the "
-                "gateway's core"
+                f"{s.name}: other processes and the hypervisor took {lost_share(cpu):.0f}% "
+                "of the gateway's core"
                 + (
                     f" (the PostgreSQL backends used {cpu['postgres_cpu_percent']:.0f}% of a "
                     "core in all)"

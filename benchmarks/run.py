@@ -922,10 +922,14 @@ CONTENDED_SHARE: Final = 20.0  # % of a server's core taken by other processes
 STEAL_NOTE_SHARE: Final = 5.0
 
 
-def _lost_share(scenario: ScenarioResult) -> float:
+def lost_share(cpu: Mapping[str, Any] | None) -> float:
     """% of the server's core that other processes or the hypervisor (steal) took."""
-    cpu = scenario.cpu or {}
+    cpu = cpu or {}
     return float(cpu.get("other_on_core_percent") or 0) + float(cpu.get("core_steal_percent") or 0)
+
+
+def _lost_share(scenario: ScenarioResult) -> float:
+    return lost_share(scenario.cpu)
 
 
 def _contended(scenario: ScenarioResult) -> bool:

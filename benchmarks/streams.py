@@ -85,6 +85,7 @@ from benchmarks.run import (
     free_port,
     gateway_env,
     load_generator_note,
+    lost_share,
     machine_line,
     pinned,
     pinned_here,
@@ -1092,10 +1093,11 @@ def streams_notes(scenarios: Sequence[StreamScenario]) -> list[str]:
         for run in scenario.runs:
             notes.extend(refusals(run.name, run.measured)[1])
         cpu = scenario.cpu or {}
-        other = cpu.get("other_on_core_percent", 0)
+        other = lost_share(cpu)
         if other > CONTENDED_SHARE:
             notes.append(
-                f"{scenario.name}: other processes took {other:.0f}% of the gateways' core "
+                f"{scenario.name}: other processes and the hypervisor took {other:.0f}% "
+                "of the gateways' core "
                 "during the measured run; CPU µs/req is the steadier figure."
             )
         notes.extend(load_generator_note(scenario.name, cpu))
