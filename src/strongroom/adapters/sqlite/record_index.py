@@ -170,8 +170,10 @@ class _RocksEntries:
 
     def _write_pending(self) -> None:
         batch = WriteBatch(raw_mode=True)
-        for key, value in sorted(self._pending.items()):
-            batch.put(key, value)
+        pending = self._pending
+        # Keys alone sort faster than (key, value) pairs, and keys are unique.
+        for key in sorted(pending):
+            batch.put(key, pending[key])
         with _unavailable_on_error():
             self._db.write(batch)
         self._pending.clear()
