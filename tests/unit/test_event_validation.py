@@ -134,7 +134,7 @@ def test_plain_bodies_get_the_same_verdict_from_both_validations(
         checked = events._BATCH if is_batch else events._SINGLE_EVENT
         plain = events._PLAIN_BATCH if is_batch else events._PLAIN_SINGLE_EVENT
         expected = _verdict(checked, body)
-        if events._plain_text(body):
+        if events.has_plain_strings(body):
             assert _verdict(plain, body) == expected
         public = validate_batch_json if is_batch else validate_event_json
         try:
@@ -165,7 +165,7 @@ def test_a_control_character_is_refused_however_it_is_spelled(value: str, plain:
         '{"event_id": "0f8fad5b-d9cb-469f-a165-70867728950e", "event_type": "' + value + '", '
         '"event_timestamp": "2026-11-22T10:00:00Z", "processor": "stripe"}'
     ).encode()
-    assert events._plain_text(body) is False  # never the plain models
+    assert events.has_plain_strings(body) is False  # never the plain models
     assert (b"\\" not in body) is plain
     with pytest.raises(ValidationError) as refused:
         validate_event_json(body)
@@ -177,7 +177,7 @@ def test_a_raw_control_character_is_refused_by_the_json_parser() -> None:
         b'{"event_id": "0f8fad5b-d9cb-469f-a165-70867728950e", "event_type": "pay\x01ment", '
         b'"event_timestamp": "2026-11-22T10:00:00Z", "processor": "stripe"}'
     )
-    assert events._plain_text(body)
+    assert events.has_plain_strings(body)
     with pytest.raises(ValidationError) as refused:
         validate_event_json(body)
     assert refused.value.errors()[0]["type"] == "json_invalid"
@@ -193,8 +193,8 @@ def test_validated_events_are_payment_events_that_serialise_alike() -> None:
     }
     plain = json.dumps(event, ensure_ascii=False).encode()
     escaped = json.dumps(event).encode()
-    assert events._plain_text(plain)
-    assert not events._plain_text(escaped)
+    assert events.has_plain_strings(plain)
+    assert not events.has_plain_strings(escaped)
     from_plain, from_escaped = validate_event_json(plain), validate_event_json(escaped)
     assert isinstance(from_plain, PaymentEvent)
     serialise = PaymentEvent.__pydantic_serializer__.to_json

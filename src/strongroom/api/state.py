@@ -13,7 +13,7 @@ from strongroom.adapters.store import Store, open_store
 from strongroom.config import Settings, load_settings
 from strongroom.crypto.keyed_hash import keyed_hash, load_or_create_pepper
 from strongroom.crypto.signing import Signer
-from strongroom.domain.events import PaymentEvent
+from strongroom.domain.event_fast_path import IngestedEvent
 from strongroom.errors import ConfigurationError
 from strongroom.observability.metrics import Metrics
 from strongroom.ports import Clock, EventLog, RateLimiter, SystemClock
@@ -89,7 +89,7 @@ class GatewayState:
             finally:
                 await self.store.aclose()
 
-    def observe_events(self, tenant: str, events: Sequence[PaymentEvent]) -> None:
+    def observe_events(self, tenant: str, events: Sequence[IngestedEvent]) -> None:
         """Feed accepted events to the processor-health monitor (the ingest hook)."""
         if events:
             self.health_tenants.add(tenant)

@@ -56,7 +56,7 @@ MetadataValue = Annotated[str, _text(MAX_METADATA_VALUE_LENGTH, min_length=0, pa
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
 
 # The same strings without the control-character patterns, for bodies that
-# cannot hold a control character (see ``_plain_text``).
+# cannot hold a control character (see ``has_plain_strings``).
 _PlainLabel = Annotated[str, _text(64, pattern=None)]
 _PlainHash = Annotated[str, _text(128, pattern=None)]
 _PlainSignature = Annotated[str, _text(128, pattern=None)]
@@ -198,7 +198,7 @@ def is_batch_body(body: bytes) -> bool:
     return _BATCH_OPENING.match(body) is not None
 
 
-def _plain_text(body: bytes) -> bool:
+def has_plain_strings(body: bytes) -> bool:
     """True when no string of the JSON ``body`` can hold a control character.
 
     One reaches a string only through an escape (a backslash) or as a raw DEL:
@@ -215,7 +215,7 @@ def validate_batch_json(body: bytes) -> list[PaymentEvent]:
     Raises:
         pydantic.ValidationError: naming each failing index and field.
     """
-    if _plain_text(body):
+    if has_plain_strings(body):
         return list(_PLAIN_BATCH.validate_json(body).events)
     return _BATCH.validate_json(body).events
 
@@ -226,6 +226,6 @@ def validate_event_json(body: bytes) -> PaymentEvent:
     Raises:
         pydantic.ValidationError: naming each failing field.
     """
-    if _plain_text(body):
+    if has_plain_strings(body):
         return _PLAIN_SINGLE_EVENT.validate_json(body)
     return _SINGLE_EVENT.validate_json(body)

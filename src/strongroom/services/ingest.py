@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from typing import Final
+from itertools import repeat
+from typing import Final, cast
 
 from pydantic import ValidationError
 
+from strongroom.domain import event_fast_path
+from strongroom.domain.event_fast_path import (
+    IngestedEvent,
+    IngestedEvents,
+    all_fast,
+    ingested_event_ids,
+)
 from strongroom.domain.events import (
     PaymentEvent,
-    event_ids,
     is_batch_body,
     validate_batch_json,
     validate_event_json,
@@ -35,7 +42,7 @@ CARD_FIELDS: Final = frozenset({"card.number", "events[].card.number"})
 CARD_GROWTH: Final = 128
 
 #: Called with each request's newly accepted events (not duplicates), after the commit.
-AcceptedHook = Callable[[str, Sequence[PaymentEvent]], None]
+AcceptedHook = Callable[[str, Sequence[IngestedEvent]], None]
 
 _JSON_ERRORS: Final = frozenset({"json_invalid", "json_type"})
 #: ``model_dump_json`` without its keyword handling and without decoding to text
@@ -93,14 +100,14 @@ class IngestService:
         #: memory and must not raise: the events are durable by then.
         self.on_accepted: AcceptedHook | None = None
 
-    def parse(self, body: bytes, *, allow_batch: bool = True) -> tuple[list[PaymentEvent], bool]:
+    def parse(self, body: bytes, *, allow_batch: bool = True) -> tuple[IngestedEvents, bool]:
         """Screen and validate a body into its events and whether it was a batch.
 
         Raises:
             CardDataRefused, InvalidRequest, PayloadTooLarge.
         """
         batch = allow_batch and is_batch_body(body)
-        validate = validate_batch_json if batch else _validate_one
+        validate = _validate_batch if batch else _validate_one
         try:
             events = screen_and_validate(body, validate, metadata_keys, card_fields=CARD_FIELDS)
         except ValidationError as exc:
@@ -115,11 +122,14 @@ class IngestService:
             ) from None
         return events, batch
 
-    def to_records(self, tenant: str, events: list[PaymentEvent], batch: bool) -> list[NewRecord]:
-        records = [
-            NewRecord(tenant, event_id, event.partition_key, _TO_JSON(event, exclude_none=True))
-            for event, event_id in zip(events, event_ids(events), strict=True)
-        ]
+    def to_records(self, tenant: str, events: IngestedEvents, batch: bool) -> list[NewRecord]:
+        ids = ingested_event_ids(events)
+        if all_fast(events):
+            payloads = list(map(event_fast_path.to_json, events))
+        else:
+            payloads = [_TO_JSON(event, exclude_none=True) for event in events]
+        keys = [event.partition_key for event in _each(events)]
+        records = list(map(NewRecord, repeat(tenant), ids, keys, payloads))
         self._check_sizes(records, batch)
         return records
 
@@ -134,7 +144,7 @@ class IngestService:
                 "An event is over the size limit; nothing was accepted.", tuple(too_large)
             )
 
-    async def _needs_protection(self, tenant: str, events: list[PaymentEvent]) -> bool:
+    async def _needs_protection(self, tenant: str, events: IngestedEvents) -> bool:
         """Cards to tokenize, signatures to check, or amounts the tenant wants signed."""
         if any(event.needs_vault for event in events):
             return True
@@ -144,19 +154,21 @@ class IngestService:
     async def ingest(self, tenant: str, body: bytes, *, allow_batch: bool = True) -> AppendResult:
         """Validate and durably append; returns accepted and duplicate event ids."""
         events, batch = self.parse(body, allow_batch=allow_batch)
-        result = await self._append(tenant, events, batch)
+        result = await self._append(tenant, body, events, batch)
         if self.on_accepted is not None and result.accepted:
             self.on_accepted(tenant, _first_of_each(events, result.accepted))
         return result
 
-    async def _append(self, tenant: str, events: list[PaymentEvent], batch: bool) -> AppendResult:
+    async def _append(
+        self, tenant: str, body: bytes, events: IngestedEvents, batch: bool
+    ) -> AppendResult:
         records = self.to_records(tenant, events, batch)
         if not await self._needs_protection(tenant, events):
             return await self._log.append(TOKENIZED, records)
         # Refuse oversized events before any card reaches the vault: a tokenized
         # card takes at most CARD_GROWTH bytes more than the card as sent.
         self._check_sizes(records, batch, headroom=CARD_GROWTH)
-        protected = await self._cards.protect(tenant, events, batch)
+        protected = await self._cards.protect(tenant, _payment_events(events, body, batch), batch)
         self._check_sizes(protected.tokenized, batch)
         if not protected.raw:
             return await self._log.append(TOKENIZED, protected.tokenized)
@@ -166,26 +178,48 @@ class IngestService:
         return tokenized
 
 
-def _validate_one(body: bytes) -> list[PaymentEvent]:
-    return [validate_event_json(body)]
+def _validate_batch(body: bytes) -> IngestedEvents:
+    fast = event_fast_path.decode_batch(body)
+    return fast if fast is not None else validate_batch_json(body)
 
 
-def metadata_keys(events: list[PaymentEvent]) -> Iterator[str]:
+def _validate_one(body: bytes) -> IngestedEvents:
+    fast = event_fast_path.decode_event(body)
+    return [fast] if fast is not None else [validate_event_json(body)]
+
+
+def _payment_events(events: IngestedEvents, body: bytes, batch: bool) -> list[PaymentEvent]:
+    """``events`` as pydantic's, which carry everything card protection reads.
+
+    Events from the fast path reach protection only when the tenant requires a
+    signature at their amounts; pydantic accepts whatever the fast path did.
+    """
+    if all_fast(events):
+        return validate_batch_json(body) if batch else [validate_event_json(body)]
+    return cast("list[PaymentEvent]", events)
+
+
+def metadata_keys(events: IngestedEvents) -> Iterator[str]:
     """The keys a valid event's sender chose: the schema is closed but for ``metadata``."""
     for event in events:
         if event.metadata:
             yield from event.metadata
 
 
-def _first_of_each(events: list[PaymentEvent], ids: Sequence[str]) -> list[PaymentEvent]:
+def _each(events: IngestedEvents) -> Sequence[IngestedEvent]:
+    """``events`` as one sequence type, for code that reads what both kinds have."""
+    return events
+
+
+def _first_of_each(events: IngestedEvents, ids: Sequence[str]) -> Sequence[IngestedEvent]:
     """The events stored under ``ids``: an id repeated in the batch was stored once."""
     if len(ids) == len(events):
         # Every event was stored (a repeat would have been a duplicate): no id
         # needs turning into text again to pick them out.
         return events
     wanted = set(ids)
-    chosen = []
-    for event, event_id in zip(events, event_ids(events), strict=True):
+    chosen: list[IngestedEvent] = []
+    for event, event_id in zip(_each(events), ingested_event_ids(events), strict=True):
         if event_id in wanted:
             wanted.discard(event_id)
             chosen.append(event)
