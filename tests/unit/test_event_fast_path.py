@@ -187,10 +187,10 @@ def test_the_fast_event_has_payment_events_fields_in_order_but_card_and_signatur
 
 
 def test_common_bodies_take_the_fast_path() -> None:
-    batch = [event() for _ in range(100)] + [smallest_event()]
-    body = json.dumps({"events": batch[:100]}).encode()
+    body = json.dumps({"events": [event() for _ in range(100)]}).encode()
     fast = decode_batch(body)
-    assert fast is not None and len(fast) == 100
+    assert fast is not None
+    assert len(fast) == 100
     _assert_same_as_pydantic(fast, validate_batch_json(body))
     one = json.dumps(
         smallest_event(amount=1250, currency="EUR", metadata={"order": "A-17", "note": ""})
