@@ -60,6 +60,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import repeat
 from operator import attrgetter
 from typing import Any, Final
 
@@ -252,9 +253,9 @@ class ProcessorHealthMonitor:
         span = self.config.window_seconds + self.config.baseline_seconds
         self._kept_buckets = span // self.config.bucket_seconds + 1
         self._window_buckets = self.config.window_seconds // self.config.bucket_seconds
-        #: (tenant, bucket index, how many events had each combination of signal
-        #: fields) of each request observed since the last count.
-        self._pending: list[tuple[str, int, Counter[tuple[Any, ...]]]] = []
+        #: Events observed since the last count, by ((tenant, bucket index), signal
+        #: fields), in the order each combination first appeared.
+        self._pending: Counter[tuple[tuple[str, int], tuple[Any, ...]]] = Counter()
         self._pending_events = 0
 
     def __len__(self) -> int:
@@ -273,12 +274,12 @@ class ProcessorHealthMonitor:
         ``MAX_PENDING`` are waiting). Counting them together is what makes it
         cheap: the events since the last read usually repeat a few combinations
         of signal fields, and each combination's labels are read, and its
-        buckets found, once. A request's events are tallied at once, in C
-        (``Counter`` over the fields read by ``attrgetter``): a note per event
-        cost about twice as much.
+        buckets found, once. Noting is done in C: ``Counter.update`` over pairs
+        zipped from the fields ``attrgetter`` reads, with no Python code per
+        event (about half the time of a tuple per event, for a batch of 100).
         """
         index = int(now // self.config.bucket_seconds)
-        self._pending.append((tenant, index, Counter(map(_SIGNAL_FIELDS, events))))
+        self._pending.update(zip(repeat((tenant, index)), map(_SIGNAL_FIELDS, events)))
         self._pending_events += len(events)
         if self._pending_events >= self.MAX_PENDING:
             self._count_pending()
@@ -288,13 +289,9 @@ class ProcessorHealthMonitor:
         each first appears, so the first geos of a bucket take its slots in event order."""
         if not self._pending:
             return
-        pending, self._pending, self._pending_events = self._pending, [], 0
-        notes: Counter[tuple[str, int, tuple[Any, ...]]] = Counter()
-        for tenant, index, tally in pending:
-            for signal, count in tally.items():
-                notes[tenant, index, signal] += count
+        pending, self._pending, self._pending_events = self._pending, Counter(), 0
         found: dict[tuple[str, str, str | None, int], _Bucket | None] = {}
-        for (tenant, index, signal), count in notes.items():
+        for ((tenant, index), signal), count in pending.items():
             processor, merchant, category, event_type, retry_result, origin, retry, geo = signal
             failed, timeout, auth = _outcome(category, event_type, retry_result, origin)
             keys: list[tuple[str, str, str | None]] = [(tenant, processor, None)]
