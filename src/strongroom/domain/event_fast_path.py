@@ -142,11 +142,10 @@ def _settle(events: list[FastEvent]) -> bool:
     around the timestamps below cannot be broken out of, and no string holds a
     control character, which ``PaymentEvent``'s patterns would refuse.
     """
-    processors = {event.processor for event in events}
-    if not all(_SLUG.fullmatch(processor) for processor in processors):
+    if not all(map(_SLUG.fullmatch, {event.processor for event in events})):
         return False
-    currencies = {event.currency for event in events} - {None}
-    if not all(_CURRENCY.fullmatch(currency) for currency in currencies if currency):
+    currencies = {event.currency for event in events if event.currency is not None}
+    if not all(map(_CURRENCY.fullmatch, currencies)):
         return False
     listed = '["' + '","'.join([event.event_timestamp for event in events]) + '"]'
     try:
