@@ -248,3 +248,32 @@ def test_a_refused_body_is_still_refused_by_pydantic_with_every_error() -> None:
     with pytest.raises(ValidationError) as refused:
         validate_batch_json(body)
     assert {error["loc"][:2] for error in refused.value.errors()} == {("events", 0), ("events", 1)}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A key sent twice: both decoders keep the last value.
+        b'{"event_id":"0f8fad5b-d9cb-469f-a165-70867728950e","event_type":"a","event_type":"b",'
+        b'"event_timestamp":"2026-11-22T10:00:00Z","processor":"stripe"}',
+        b'{"event_id":"0f8fad5b-d9cb-469f-a165-70867728950e","event_type":"a",'
+        b'"event_timestamp":"2026-11-22T10:00:00Z","processor":"stripe",'
+        b'"metadata":{"k":"1","k":"2"}}',
+    ],
+)
+def test_a_repeated_key_means_what_pydantic_makes_of_it(body: bytes) -> None:
+    fast = decode_event(body)
+    assert fast is not None
+    _assert_same_as_pydantic([fast], [validate_event_json(body)])
+    batch = b'{"events":[' + body + b"]}"
+    fast_batch = decode_batch(batch)
+    assert fast_batch is not None
+    _assert_same_as_pydantic(fast_batch, validate_batch_json(batch))
+
+
+def test_a_repeated_events_key_means_what_pydantic_makes_of_it() -> None:
+    first, second = json.dumps(smallest_event()), json.dumps(event())
+    body = ('{"events":[' + first + '],"events":[' + second + "]}").encode()
+    fast = decode_batch(body)
+    assert fast is not None
+    _assert_same_as_pydantic(fast, validate_batch_json(body))
