@@ -76,19 +76,12 @@ _VALUE = st.one_of(
 )
 _PLAIN_TEXT_CHARACTERS = st.sampled_from(["a", "Z", "0", "-", "_", ".", " ", "é", "カ", "😀"])
 _PLAIN_TEXT = st.text(_PLAIN_TEXT_CHARACTERS, max_size=70)
-_LABELS = [
-    "event_type",
-    "merchant_id_hash",
-    "payment_intent_id_hash",
-    "failure_category",
-    "geo_bucket",
-    "amount_bucket",
-    "system_source",
-    "payment_method_bucket",
-    "channel",
-    "retry_result",
-    "failure_origin",
-]
+_NOT_TEXT = frozenset(
+    {"event_id", "event_timestamp", "processor", "retry_count", "amount", "currency"}
+    | {"metadata", "card", "signature"}
+)
+#: The bounded text fields (labels and hashes).
+_LABELS = [name for name in PaymentEvent.model_fields if name not in _NOT_TEXT]
 
 
 _VALID_TIMESTAMPS = st.sampled_from(
