@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -34,7 +34,16 @@ def principal(request: Request, scope: Scope) -> Principal:
     Raises:
         PermissionDenied: the key lacks the scope; the message names it.
     """
-    caller: Principal = request.state.principal
+    return principal_of(request.scope["state"], scope)
+
+
+def principal_of(request_state: dict[str, Any], scope: Scope) -> Principal:
+    """``principal`` from an ASGI scope's ``state``, for routes without a ``Request``.
+
+    Raises:
+        PermissionDenied: the key lacks the scope; the message names it.
+    """
+    caller: Principal = request_state["principal"]
     if scope not in caller.scopes:
         raise PermissionDenied(f"This API key lacks the scope '{scope.value}'.")
     return caller

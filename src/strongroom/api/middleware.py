@@ -66,7 +66,8 @@ _INGEST_PREFIX: Final = "/v1/events"
 RESPONSE_HEADERS: Final = "response_headers"
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lowercase), or None."""
     for key, value in scope["headers"]:
         if key == name:
             return str(value.decode("latin-1"))
@@ -102,7 +103,7 @@ os.register_at_fork(after_in_child=_IDS.reset)
 
 
 def _request_id(scope: Scope) -> str:
-    offered = _header(scope, b"x-request-id")
+    offered = header(scope, b"x-request-id")
     if offered and _REQUEST_ID.match(offered) and not contains_pan(offered):
         return offered
     return _IDS.next()
@@ -218,7 +219,7 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         too_big = declared is not None and (not declared.isdigit() or int(declared) > self.limit)
         chunks: list[bytes] = []
         size = 0
@@ -292,7 +293,7 @@ class Authentication:
                 await _refuse(blocked, request_id, scope, receive, send)
                 return
             del self._blocked[ip]
-        authorization = _header(scope, b"authorization")
+        authorization = header(scope, b"authorization")
         try:
             principal = await state.keys.authenticate(authorization)
         except AuthenticationFailed as failure:
@@ -381,6 +382,10 @@ class Shortcut:
             return
         scope["route"] = route
         try:
+            if route.app is route.endpoint:
+                # An ASGI endpoint (the ingest routes): it answers by itself.
+                await route.app(scope, receive, send)
+                return
             response = await route.endpoint(Request(scope, receive))
         except StrongroomError as refusal:
             response = problem_for(refusal, scope["state"]["request_id"])

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Final
 
-from starlette.requests import Request
-from starlette.responses import Response
+import orjson
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
+from starlette.types import Receive, Send
 from starlette.types import Scope as AsgiScope
 
-from strongroom.api.dependencies import gateway, json_response, principal
+from strongroom.api.dependencies import principal_of
+from strongroom.api.middleware import header
+from strongroom.api.state import GatewayState
 from strongroom.domain.access import Scope
 from strongroom.errors import (
     RequestRejected,
@@ -20,6 +23,7 @@ from strongroom.errors import (
 from strongroom.services.usage import Operation
 
 _ACCEPTED_TYPES: Final = ("application/json", "application/problem+json")
+_ACK_HEADERS: Final = ((b"content-type", b"application/json"),)
 _ACK_SCHEMA: Final = {
     "type": "object",
     "properties": {
@@ -45,47 +49,68 @@ def _openapi(body_ref: str) -> dict[str, object]:
     }
 
 
-async def _ingest(request: Request, *, allow_batch: bool) -> Response:
-    state = gateway(request)
-    caller = principal(request, Scope.EVENTS_WRITE)
-    content_type = request.headers.get("content-type", "application/json")
-    if content_type.split(";")[0].strip().lower() not in _ACCEPTED_TYPES:
-        state.metrics.events_rejected.labels("unsupported_media_type").inc()
-        raise UnsupportedMediaType("Send events as application/json.")
-    try:
-        body = await request.body()
-        result = await state.ingest.ingest(caller.tenant, body, allow_batch=allow_batch)
-    except (RequestRejected, ServiceUnavailable) as refusal:
-        _count_refusal(request, refusal)
-        raise
-    state.usage.record(caller.tenant, Operation.EVENTS_INGESTED, len(result.accepted), len(body))
-    state.metrics.events_accepted.inc(len(result.accepted))
-    if result.duplicates:
-        state.metrics.events_duplicate.inc(len(result.duplicates))
-    return json_response(
-        {"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202
-    )
+class _IngestEndpoint:
+    """An ingest route as a plain ASGI app.
+
+    The body arrives whole (``BodyLimit`` reads it first) and the answer is two
+    ASGI messages: Starlette's request and response objects would cost more
+    than a single event's own work. Refusals are raised as ``StrongroomError``
+    for the caller to answer (``Shortcut``, or FastAPI's handlers).
+    """
+
+    def __init__(self, *, allow_batch: bool) -> None:
+        self.allow_batch = allow_batch
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        state: GatewayState = scope["app"].state.gateway
+        caller = principal_of(scope["state"], Scope.EVENTS_WRITE)
+        content_type = header(scope, b"content-type") or "application/json"
+        if content_type.split(";")[0].strip().lower() not in _ACCEPTED_TYPES:
+            state.metrics.events_rejected.labels("unsupported_media_type").inc()
+            raise UnsupportedMediaType("Send events as application/json.")
+        try:
+            body = await _whole_body(receive)
+            result = await state.ingest.ingest(caller.tenant, body, allow_batch=self.allow_batch)
+        except (RequestRejected, ServiceUnavailable) as refusal:
+            _count_refusal(state, refusal)
+            raise
+        accepted = len(result.accepted)
+        state.usage.record(caller.tenant, Operation.EVENTS_INGESTED, accepted, len(body))
+        state.metrics.events_accepted.inc(accepted)
+        if result.duplicates:
+            state.metrics.events_duplicate.inc(len(result.duplicates))
+        payload = orjson.dumps({"accepted": result.accepted, "duplicates": result.duplicates})
+        headers = [*_ACK_HEADERS, (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 202, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
 
-def _count_refusal(request: Request, refusal: StrongroomError) -> None:
-    state = gateway(request)
+async def _whole_body(receive: Receive) -> bytes:
+    """Every chunk of the request body, as Starlette's ``Request.body`` reads it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _count_refusal(state: GatewayState, refusal: StrongroomError) -> None:
     state.metrics.events_rejected.labels(refusal.code).inc()
     if refusal.code == "overloaded":
         state.metrics.backpressure.inc()
 
 
-async def ingest_events(request: Request) -> Response:
-    return await _ingest(request, allow_batch=True)
+ingest_events = _IngestEndpoint(allow_batch=True)
+ingest_payment_exhaust = _IngestEndpoint(allow_batch=False)
 
 
-async def ingest_payment_exhaust(request: Request) -> Response:
-    return await _ingest(request, allow_batch=False)
-
-
-# Plain Starlette routes: ingest is the hot path, and FastAPI's per-request
-# dependency and response machinery would cost more than the work itself. The
-# body is validated by pydantic on the raw bytes either way; the OpenAPI entries
-# below describe these routes for clients and fuzzers.
+# Plain Starlette routes with ASGI endpoints: ingest is the hot path, and
+# FastAPI's per-request dependency and response machinery would cost more than
+# the work itself. The OpenAPI entries below describe these routes for clients
+# and fuzzers.
 class _NamedRoute(Route):
     """A Starlette route that, like FastAPI's, names itself in the scope for metrics."""
 
