@@ -367,8 +367,9 @@ class Shortcut:
     """Serves the ingest routes directly, without FastAPI's inner middleware and router.
 
     Ingest is the hot path: the framework's exception, exit-stack and routing layers
-    cost more than the work itself. The same Starlette route handlers answer either
-    way; other methods on these paths (405) and every other path go to FastAPI.
+    cost more than the work itself. The same route endpoints answer either way
+    (the ingest routes' are plain ASGI apps, called as such); other methods on
+    these paths (405) and every other path go to FastAPI.
     """
 
     def __init__(self, app: ASGIApp, routes: Sequence[Route]) -> None:
