@@ -11,10 +11,10 @@ Rules:
 
 1. **Never looser.** Whatever ``decode_batch`` or ``decode_event`` accepts,
    ``validate_batch_json`` or ``validate_event_json`` accepts too, and the
-   stored form (``FastEvent.to_json``) is the same bytes as pydantic's
+   stored form (``to_json``) is the same bytes as pydantic's
    ``to_json(exclude_none=True)``. A test holds the two to this.
-2. **Stricter is fine.** Anything else (a card, a signature, an escape, a
-   timestamp or id in a form pydantic would rewrite, any error) answers None,
+2. **Stricter is fine.** Anything else (a card, a signature, an escape or a
+   raw DEL, an id in a form msgspec does not read, any error) answers None,
    and the caller validates with pydantic, which also names every error.
 3. Timestamps are read by pydantic itself, all of a body's in one call, so
    their accepted forms and their stored text are pydantic's by construction
@@ -42,12 +42,12 @@ from strongroom.domain.events import (
 from strongroom.domain.events import event_ids as payment_event_ids
 
 # Lengths as PaymentEvent declares them. Patterns are left to Python below:
-# msgspec runs a pattern per value, pydantic's few slugs repeat in a body.
+# msgspec runs a pattern per value, and a body's few processors repeat.
 _Label = Annotated[str, Meta(min_length=1, max_length=64)]
 _Hash = Annotated[str, Meta(min_length=1, max_length=128)]
 _SLUG: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
-#: Longer than any RFC 3339 time pydantic accepts; pydantic checks the rest.
+#: A bound for the decoder only: a longer timestamp goes to pydantic, which decides.
 _TIMESTAMP_LENGTH: Final = 64
 
 
