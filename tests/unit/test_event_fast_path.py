@@ -176,7 +176,7 @@ def test_what_the_fast_path_accepts_pydantic_accepts_alike(
 
 def test_the_fast_event_has_payment_events_fields_in_order_but_card_and_signature() -> None:
     expected = [name for name in PaymentEvent.model_fields if name not in ("card", "signature")]
-    assert list(event_fast_path.field_names()) == expected
+    assert list(FastEvent.__struct_fields__) == expected
 
 
 def test_common_bodies_take_the_fast_path() -> None:

@@ -43,10 +43,17 @@ def _text(max_length: int, *, min_length: int = 1, pattern: str | None = _PRINTA
     return StringConstraints(min_length=min_length, max_length=max_length, pattern=pattern)
 
 
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
-Label = Annotated[str, _text(64)]
-Hash = Annotated[str, _text(128)]
-CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+#: Whole-value patterns (anchored where they are declared) and text bounds,
+#: shared with the fast decoder (``domain.event_fast_path``).
+SLUG_PATTERN: Final = r"[a-z0-9][a-z0-9_.-]{0,63}"
+CURRENCY_PATTERN: Final = r"[A-Z]{3}"
+MAX_LABEL_LENGTH: Final = 64
+MAX_HASH_LENGTH: Final = 128
+
+Slug = Annotated[str, StringConstraints(pattern=f"^{SLUG_PATTERN}$")]
+Label = Annotated[str, _text(MAX_LABEL_LENGTH)]
+Hash = Annotated[str, _text(MAX_HASH_LENGTH)]
+CurrencyCode = Annotated[str, StringConstraints(pattern=f"^{CURRENCY_PATTERN}$")]
 Signature = Annotated[str, _text(128)]
 CardNumber = Annotated[str, _text(32)]
 CardToken = Annotated[str, _text(64)]
@@ -57,8 +64,8 @@ Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_META
 
 # The same strings without the control-character patterns, for bodies that
 # cannot hold a control character (see ``has_plain_strings``).
-_PlainLabel = Annotated[str, _text(64, pattern=None)]
-_PlainHash = Annotated[str, _text(128, pattern=None)]
+_PlainLabel = Annotated[str, _text(MAX_LABEL_LENGTH, pattern=None)]
+_PlainHash = Annotated[str, _text(MAX_HASH_LENGTH, pattern=None)]
 _PlainSignature = Annotated[str, _text(128, pattern=None)]
 _PlainCardNumber = Annotated[str, _text(32, pattern=None)]
 _PlainCardToken = Annotated[str, _text(64, pattern=None)]
